@@ -1,0 +1,165 @@
+"""The ``pipeline`` command: a thin Typer layer over the library functions.
+
+Each command parses options, calls one function, prints what it did, and exits 1 when any item
+failed (the failures CSV says which and why) or 2 for a usage error.
+"""
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                  help="Speech reconstruction from mel spectrograms, at corpus scale.\n\n"
+                       "audio --extract--> store.zarr (mel) --invert--> (mag) --phase--> wavs "
+                       "--score--> report.csv")
+train_app = typer.Typer(no_args_is_help=True, help="Train the learned models.")
+app.add_typer(train_app, name="train")
+console = Console(stderr=True)
+
+
+class Cluster(str, Enum):
+    local = "local"
+    slurm = "slurm"
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {msg}")
+    raise typer.Exit(code)
+
+
+def _report(res, what: str) -> None:
+    rate = f", {res.audio_seconds / res.seconds:.1f}x real time" if res.audio_seconds and res.seconds else ""
+    console.print(f"[green]{what}[/]: {res.done} utterances in {res.seconds:.1f} s{rate}; "
+                  f"{res.skipped_shards} shard(s) already complete -> {res.store}")
+    if res.failures:
+        console.print(f"[bold red]{len(res.failures)} item(s) failed[/], listed in {res.failures_csv}:")
+        for f in res.failures[:10]:
+            console.print(f"  {f.id}: {f.reason}")
+        raise typer.Exit(1)
+
+
+def _errors():
+    """Turn the library's user-facing errors into a clean message and exit code 2."""
+    from .audio import AudioError
+    from .config import ConfigError
+    from .manifest import ManifestError
+    from .store import StoreError
+
+    return (AudioError, ConfigError, ManifestError, StoreError, FileNotFoundError)
+
+
+@app.command()
+def manifest(
+    folder: Path = typer.Argument(..., help="Folder searched recursively for audio files."),
+    out: Path = typer.Option(None, "--out", "-o", help="Manifest to write (JSONL); default stdout."),
+) -> None:
+    """Write a JSONL manifest (id, path, sample_rate, channels, num_samples, duration) of a folder."""
+    from .manifest import manifest_from_folder, write_manifest
+
+    try:
+        utts, fails = manifest_from_folder(folder)
+    except _errors() as exc:
+        _fail(str(exc))
+    if out:
+        write_manifest(utts, out)
+        console.print(f"{len(utts)} utterances, {sum(u.duration for u in utts):.1f} s -> {out}")
+    else:
+        for u in utts:
+            print(u.to_json())
+    for f in fails:
+        console.print(f"[red]skipped[/] {f.path}: {f.reason}")
+    if fails:
+        raise typer.Exit(1)
+
+
+@app.command()
+def prepare(
+    corpus: str = typer.Argument(..., help="pocketsphinx (test/demo corpus) or asterisk (training)."),
+    out: Path = typer.Option(Path("data"), "--out", "-o",
+                             help="pocketsphinx: manifest path; asterisk: folder for wavs + manifests."),
+    languages: str = typer.Option("en,fr,es", help="asterisk: comma-separated languages."),
+) -> None:
+    """Corpus recipes: locate the Debian-packaged corpora and write manifests."""
+    from .manifest import prepare_asterisk, prepare_pocketsphinx
+
+    try:
+        if corpus == "pocketsphinx":
+            path = out if out.suffix == ".jsonl" else out / "pocketsphinx.jsonl"
+            utts = prepare_pocketsphinx(path)
+            console.print(f"{len(utts)} utterances -> {path}")
+        elif corpus == "asterisk":
+            paths = prepare_asterisk(out, languages.split(","))
+            for name, p in paths.items():
+                console.print(f"{name}: {sum(1 for _ in open(p))} utterances -> {p}")
+        else:
+            _fail(f"unknown corpus {corpus!r}: choose pocketsphinx or asterisk")
+    except _errors() as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def extract(
+    inputs: List[Path] = typer.Argument(..., help="A folder, a .jsonl manifest, or audio files."),
+    out: Path = typer.Option(..., "--out", "-o", help="The zarr store to write (STORE.zarr)."),
+    config: str = typer.Option("mel80-16k", "--config", "-c",
+                               help="Preset name (configs/NAME.toml) or a TOML file."),
+    with_mag: bool = typer.Option(False, "--with-mag", help="Also store true STFT magnitudes "
+                                  "(training targets, phase-only evaluation)."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker processes."),
+    shard_seconds: float = typer.Option(60.0, help="Audio seconds per shard (unit of resume)."),
+    cluster: Cluster = typer.Option(Cluster.local, help="local processes or a SLURM cluster."),
+    profile: Optional[str] = typer.Option(None, help="Cluster profile (configs/cluster-*.toml)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing store instead of resuming."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Audio -> log-mel spectrograms in a zarr store. Resumable: re-run to finish a killed run."""
+    from .config import load_config
+    from .extract import extract as run
+
+    try:
+        res = run(inputs, out, load_config(config), with_mag=with_mag, workers=workers,
+                  shard_seconds=shard_seconds, cluster=cluster.value, profile=profile,
+                  overwrite=overwrite, progress=not quiet)
+    except _errors() as exc:
+        _fail(str(exc))
+    _report(res, "extracted")
+
+
+@app.command()
+def info(store: Path = typer.Argument(..., help="A store written by `pipeline extract`.")) -> None:
+    """Summarise a store: config, utterances, arrays and completion of each stage."""
+    from .store import Store
+
+    try:
+        s = Store(store)
+    except _errors() as exc:
+        _fail(str(exc))
+    entries = s.all_entries()
+    cfg = s.config
+    print(f"store      {s.path}")
+    print(f"config     {cfg.name}: {cfg.sample_rate} Hz, n_fft {cfg.n_fft}, hop {cfg.hop_length}, "
+          f"{cfg.n_mels} mels, log {cfg.log}")
+    print(f"utterances {len(entries)} ({sum(e.n_samples for e in entries) / cfg.sample_rate:.1f} s), "
+          f"{len(s.shard_names())} shards")
+    for marker in ("complete", "mag"):
+        todo = s.incomplete(marker)
+        print(f"{'extract' if marker == 'complete' else 'invert':10} "
+              f"{len(s.shard_names()) - len(todo)}/{len(s.shard_names())} shards complete")
+    print(f"failures   {len(s.failures())}")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover
+        console.print("interrupted: completed shards are kept; re-run the same command to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

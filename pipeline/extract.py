@@ -1,0 +1,173 @@
+"""Stage 1: audio corpus -> mel spectrograms (and optionally true magnitudes) in a zarr store."""
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio import AudioError, load
+from .config import AudioConfig
+from .manifest import Failure, Utterance, resolve_inputs
+from .mel import mel_from_magnitude, ragged_batch, stft
+from .parallel import TaskResult, run_tasks, threads_per_worker
+from .store import Store, StoreError, failures_csv_path, shard_name
+
+DEFAULT_SHARD_SECONDS = 60.0
+
+
+@dataclass
+class StageResult:
+    """What a stage did; the CLI prints it and exits non-zero when ``failures`` is not empty."""
+    store: Path
+    done: int = 0
+    skipped_shards: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    failures_csv: Path | None = None
+    seconds: float = 0.0
+    audio_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def plan_shards(utts: list[Utterance], shard_seconds: float = DEFAULT_SHARD_SECONDS,
+                max_items: int = 256) -> list[list[dict]]:
+    """Group utterances into shards of similar length (length bucketing), ~shard_seconds each.
+
+    Sorted by duration (then id) so a shard pads little; deterministic for a given manifest.
+    """
+    order = sorted(utts, key=lambda u: (u.duration or 0.0, u.id))
+    shards: list[list[dict]] = []
+    cur: list[dict] = []
+    cur_s = 0.0
+    for u in order:
+        if cur and (cur_s + (u.duration or 0.0) > shard_seconds or len(cur) >= max_items):
+            shards.append(cur)
+            cur, cur_s = [], 0.0
+        cur.append({"id": u.id, "path": u.path})
+        cur_s += u.duration or 0.0
+    if cur:
+        shards.append(cur)
+    return shards
+
+
+def compute_features(waves: list[np.ndarray], cfg: AudioConfig, with_mag: bool
+                     ) -> tuple[np.ndarray, np.ndarray | None, list[int]]:
+    """Batched STFT of ragged waveforms -> concatenated ``[frames, n_mels]`` (and magnitudes)."""
+    batch, n_frames = ragged_batch(waves, cfg)
+    with torch.inference_mode():
+        mag = stft(batch, cfg, padded=True).abs()            # [B, F, T]
+        mel = mel_from_magnitude(mag, cfg)                    # [B, M, T]
+    mel_cat = np.concatenate([mel[i, :, :n].T.numpy() for i, n in enumerate(n_frames)])
+    mag_cat = (np.concatenate([mag[i, :, :n].T.numpy() for i, n in enumerate(n_frames)])
+               if with_mag else None)
+    return mel_cat, mag_cat, n_frames
+
+
+def extract_shard(store_path: str, index: int, items: list[dict], cfg_dict: dict,
+                  with_mag: bool, threads: int) -> dict:
+    """Worker task: read a shard's audio, write its arrays, then its completion marker."""
+    torch.set_num_threads(threads)
+    cfg = AudioConfig.from_dict(cfg_dict)
+    store = Store(store_path)
+    name = shard_name(index)
+    waves, kept, failures = [], [], []
+    for it in items:
+        try:
+            y = load(it["path"], cfg.sample_rate)
+            if len(y) < cfg.n_fft:
+                raise AudioError(f"{it['path']}: too short ({len(y)} samples at "
+                                 f"{cfg.sample_rate} Hz; need at least n_fft={cfg.n_fft})")
+        except AudioError as exc:
+            failures.append(asdict(Failure(it["id"], it["path"], "extract", str(exc))))
+            continue
+        waves.append(y)
+        kept.append(it)
+    group = store.reset_shard(name)
+    utterances = []
+    if waves:
+        mel, mag, n_frames = compute_features(waves, cfg, with_mag)
+        store.write_array(group, "mel", mel)
+        if mag is not None:
+            store.write_array(group, "mag_true", mag)
+        offset = 0
+        for it, y, n in zip(kept, waves, n_frames):
+            utterances.append({"id": it["id"], "offset": offset, "n_frames": n,
+                               "n_samples": len(y), "source": it["path"]})
+            offset += n
+    else:
+        store.write_array(group, "mel", np.zeros((0, cfg.n_mels), np.float32))
+    group.attrs.update({"utterances": utterances, "failures": failures, "with_mag": with_mag})
+    group.attrs["complete"] = True  # the marker, last
+    return {"n": len(utterances), "seconds": sum(len(w) for w in waves) / cfg.sample_rate}
+
+
+def write_failures(failures: list[Failure], path: Path) -> Path | None:
+    """Failures CSV beside the store (removed when a re-run has none left)."""
+    if not failures:
+        path.unlink(missing_ok=True)
+        return None
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "path", "stage", "reason"])
+        for f in failures:
+            w.writerow([f.id, f.path, f.stage, f.reason])
+    return path
+
+
+def shard_failure(store: Path, index: int, items: list[dict], stage: str, error: str) -> list[Failure]:
+    return [Failure(it["id"], it.get("path", str(store)), stage,
+                    f"shard {shard_name(index)} failed: {error}") for it in items]
+
+
+def extract(inputs: list[str | Path] | str | Path, out: str | Path, config: AudioConfig, *,
+            with_mag: bool = False, workers: int = 1, shard_seconds: float = DEFAULT_SHARD_SECONDS,
+            cluster: str = "local", profile: str | None = None, progress: bool = True,
+            overwrite: bool = False) -> StageResult:
+    """Extract mels from a folder / manifest / files into ``out`` (a zarr store).
+
+    Resumable: re-running with the same input and config skips completed shards. Bad files are
+    recorded (``<store>.failures.csv``) and skipped; the result lists them.
+    """
+    t0 = time.perf_counter()
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
+    out = Path(out)
+    utts, header_failures = resolve_inputs(list(inputs))
+    plan = plan_shards(utts, shard_seconds)
+    source = ", ".join(str(i) for i in inputs)
+    if out.exists() and not overwrite:
+        store = Store(out)
+        store.check_config(config, "the requested config (use --overwrite or another --out)")
+        if store.plan != plan:
+            raise StoreError(f"{out} was extracted from a different input (its plan of shards "
+                             "differs); use --overwrite to replace it or choose another --out")
+        if with_mag and any(not store.shard_attrs(s).get("with_mag", True)
+                            for s in store.shard_names() if store.is_complete(s)):
+            raise StoreError(f"{out} was extracted without --with-mag; use --overwrite to redo it")
+    else:
+        store = Store.create(out, config, plan, source)
+    todo = [i for i in range(len(plan)) if not store.is_complete(shard_name(i))]
+    threads = threads_per_worker(workers if cluster == "local" else 1)
+    tasks = [(i, (str(out), i, plan[i], config.to_dict(), with_mag, threads)) for i in todo]
+    res = StageResult(store=out, skipped_shards=len(plan) - len(todo))
+    results = run_tasks(extract_shard, tasks, workers=workers, cluster=cluster, profile=profile,
+                        desc=f"extract {out.name}", progress=progress)
+    crashed: list[Failure] = []
+    for r in results:
+        if r.error:
+            crashed += shard_failure(out, r.key, plan[r.key], "extract", r.error)
+        else:
+            res.done += r.value["n"]
+            res.audio_seconds += r.value["seconds"]
+    stored = [Failure(**f) for f in store.failures()]
+    res.failures = header_failures + stored + crashed
+    res.failures_csv = write_failures(res.failures, failures_csv_path(out))
+    store.touch()
+    res.seconds = time.perf_counter() - t0
+    return res

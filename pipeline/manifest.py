@@ -1,0 +1,225 @@
+"""Corpus manifests (JSONL, one utterance a line) and corpus recipes.
+
+A manifest line: ``{"id", "path", "sample_rate", "channels", "num_samples", "duration"}``.
+The id of a file found in a folder is its path relative to the folder, without extension,
+with ``/`` separators (so nested folders keep distinct ids).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable
+
+from .audio import AUDIO_EXTENSIONS, AudioError, info
+
+POCKETSPHINX_DIR = Path("/usr/share/pocketsphinx/test/data")
+# The utterances of pocketsphinx-testdata: 10 wav files and 4 headerless 16 kHz int16 files.
+POCKETSPHINX_RAW = ("goforward.raw", "numbers.raw", "something.raw", "tidigits/dhd.2934z.raw")
+ASTERISK_DIR = Path("/usr/share/asterisk/sounds")
+ASTERISK_VOICES = {"en": "en_US_f_Allison", "fr": "fr_CA_f_June", "es": "es_MX_f_Allison"}
+
+
+class ManifestError(ValueError):
+    """A manifest or corpus could not be read; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Utterance:
+    id: str
+    path: str
+    sample_rate: int | None = None
+    channels: int | None = None
+    num_samples: int | None = None
+    duration: float | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An item that was skipped, with the reason a person can act on."""
+    id: str
+    path: str
+    stage: str
+    reason: str
+
+
+def utterance_id(path: Path, root: Path | None) -> str:
+    rel = path.relative_to(root) if root is not None else Path(path.name)
+    return rel.with_suffix("").as_posix()
+
+
+def scan_folder(root: str | Path, extensions: Iterable[str] = AUDIO_EXTENSIONS) -> list[Path]:
+    """Audio files below ``root`` (sorted), by extension."""
+    root = Path(root)
+    exts = {e.lower() for e in extensions}
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in exts and not p.name.startswith("."))
+
+
+def describe(path: Path, uid: str) -> tuple[Utterance | None, Failure | None]:
+    """Read the header of ``path``; a failure instead of an exception for bad files."""
+    try:
+        meta = info(path)
+    except AudioError as exc:
+        return None, Failure(uid, str(path), "manifest", str(exc))
+    if meta["num_samples"] == 0:
+        return None, Failure(uid, str(path), "manifest", f"{path}: contains no samples")
+    return Utterance(uid, str(path), meta["sample_rate"], meta["channels"], meta["num_samples"],
+                     round(meta["duration"], 6)), None
+
+
+def manifest_from_paths(paths: Iterable[str | Path], root: str | Path | None = None
+                        ) -> tuple[list[Utterance], list[Failure]]:
+    utts, fails = [], []
+    root = Path(root) if root is not None else None
+    for p in paths:
+        p = Path(p)
+        u, f = describe(p, utterance_id(p, root))
+        (utts if u else fails).append(u or f)
+    dupes = sorted(i for i, n in Counter(u.id for u in utts).items() if n > 1)
+    if dupes:
+        raise ManifestError(f"duplicate utterance ids {dupes[:5]}: two inputs map to the same id; "
+                            "pass a folder (ids are relative paths) or a manifest with unique ids")
+    return utts, fails
+
+
+def manifest_from_folder(root: str | Path) -> tuple[list[Utterance], list[Failure]]:
+    root = Path(root)
+    if not root.is_dir():
+        raise ManifestError(f"{root}: not a folder")
+    files = scan_folder(root)
+    if not files:
+        raise ManifestError(f"{root}: no audio files found (looked for {', '.join(AUDIO_EXTENSIONS)})")
+    return manifest_from_paths(files, root)
+
+
+def read_manifest(path: str | Path) -> list[Utterance]:
+    """Read a JSONL manifest. Relative paths are resolved against the manifest's folder."""
+    path = Path(path)
+    out = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: cannot read manifest ({exc})") from exc
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+            u = Utterance(**{k: d.get(k) for k in Utterance.__dataclass_fields__})
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ManifestError(f"{path}:{n}: not a manifest line ({exc})") from exc
+        if not u.id or not u.path:
+            raise ManifestError(f"{path}:{n}: each line needs 'id' and 'path'")
+        if not os.path.isabs(u.path):
+            u = Utterance(**{**asdict(u), "path": str((path.parent / u.path).resolve())})
+        out.append(u)
+    ids = [u.id for u in out]
+    if len(set(ids)) != len(ids):
+        raise ManifestError(f"{path}: utterance ids are not unique")
+    return out
+
+
+def write_manifest(utts: Iterable[Utterance], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(u.to_json() + "\n" for u in utts), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def resolve_inputs(inputs: list[str | Path]) -> tuple[list[Utterance], list[Failure]]:
+    """A folder, a ``.jsonl`` manifest, or audio files -> utterances (+ header failures)."""
+    if not inputs:
+        raise ManifestError("no input given: pass a folder, a .jsonl manifest, or audio files")
+    if len(inputs) == 1:
+        p = Path(inputs[0])
+        if p.is_dir():
+            return manifest_from_folder(p)
+        if p.suffix == ".jsonl":
+            return read_manifest(p), []
+        if not p.exists():
+            raise ManifestError(f"{p}: no such file or folder")
+    return manifest_from_paths(inputs)
+
+
+# --------------------------------------------------------------------------- recipes
+
+
+def _need(path: Path, package: str) -> None:
+    if not path.is_dir():
+        raise ManifestError(f"{path} not found: install the Debian package with "
+                            f"`apt-get install {package}` (or `make setup`)")
+
+
+def prepare_pocketsphinx(out: str | Path | None = None, root: Path = POCKETSPHINX_DIR) -> list[Utterance]:
+    """The test/demo corpus: pocketsphinx-testdata's 10 wavs and 4 raw 16 kHz int16 files."""
+    _need(root, "pocketsphinx-testdata")
+    files = scan_folder(root, (".wav",)) + [root / r for r in POCKETSPHINX_RAW if (root / r).exists()]
+    utts, fails = manifest_from_paths(sorted(files), root)
+    if fails:
+        raise ManifestError("; ".join(f.reason for f in fails))
+    if out is not None:
+        write_manifest(utts, out)
+    return utts
+
+
+def _decode_g722(src: Path, dst: Path) -> None:
+    if dst.exists() and dst.stat().st_size > 44:
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name("." + dst.name + ".tmp.wav")
+    proc = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "g722",
+                           "-i", str(src), "-ac", "1", "-ar", "16000", str(tmp)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise AudioError(f"{src}: ffmpeg could not decode G.722: {proc.stderr.strip()[-300:]}")
+    os.replace(tmp, dst)
+
+
+def split_of(uid: str, val_fraction: float) -> str:
+    """Deterministic train/val assignment from a hash of the id."""
+    h = int(hashlib.sha1(uid.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "val" if h < val_fraction else "train"
+
+
+def prepare_asterisk(out_dir: str | Path, languages: Iterable[str] = ("en", "fr", "es"),
+                     root: Path = ASTERISK_DIR, val_fraction: float = 0.05,
+                     min_duration: float = 0.3, jobs: int = 4) -> dict[str, Path]:
+    """Decode the asterisk G.722 prompts to 16 kHz wav and write train/val manifests.
+
+    Needs ``ffmpeg`` and ``asterisk-core-sounds-{en,fr,es}-g722``. Writes
+    ``out_dir/wav/<lang>/...wav``, ``asterisk-train.jsonl``, ``asterisk-val.jsonl``.
+    """
+    if shutil.which("ffmpeg") is None:
+        raise ManifestError("ffmpeg not found: `apt-get install ffmpeg` (or `make setup`)")
+    out_dir = Path(out_dir)
+    jobs_list = []
+    for lang in languages:
+        if lang not in ASTERISK_VOICES:
+            raise ManifestError(f"unknown asterisk language {lang!r}; known: {sorted(ASTERISK_VOICES)}")
+        voice = root / ASTERISK_VOICES[lang]
+        _need(voice, f"asterisk-core-sounds-{lang}-g722")
+        for src in sorted(voice.rglob("*.g722")):
+            rel = src.relative_to(voice)
+            if rel.parts[0] == "silence":
+                continue
+            jobs_list.append((src, out_dir / "wav" / lang / rel.with_suffix(".wav")))
+    with ThreadPoolExecutor(jobs) as pool:
+        list(pool.map(lambda sd: _decode_g722(*sd), jobs_list))
+    utts, fails = manifest_from_paths([d for _, d in jobs_list], out_dir / "wav")
+    utts = [u for u in utts if (u.duration or 0) >= min_duration]
+    splits = {"train": [], "val": []}
+    for u in utts:
+        splits[split_of(u.id, val_fraction)].append(u)
+    return {name: write_manifest(us, out_dir / f"asterisk-{name}.jsonl") for name, us in splits.items()}

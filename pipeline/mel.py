@@ -1,0 +1,133 @@
+"""Filterbanks, log compression and the STFT: one place for window, padding and frame layout.
+
+Shapes: waveforms ``[B, N]``, spectrograms ``[B, F, T]`` (F = n_fft//2+1), mels ``[B, M, T]``.
+"""
+from __future__ import annotations
+
+import functools
+import numpy as np
+import torch
+
+from .config import AudioConfig
+
+
+@functools.lru_cache(maxsize=32)
+def _filterbank_np(cfg: AudioConfig) -> np.ndarray:
+    import librosa
+
+    return librosa.filters.mel(
+        sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax,
+        htk=cfg.mel_scale == "htk", norm="slaney" if cfg.norm == "slaney" else None,
+        dtype=np.float32,
+    )
+
+
+def filterbank(cfg: AudioConfig, device: torch.device | str = "cpu") -> torch.Tensor:
+    """librosa's mel filterbank for ``cfg`` as a ``[M, F]`` float32 tensor."""
+    return torch.from_numpy(_filterbank_np(cfg)).to(device)
+
+
+@functools.lru_cache(maxsize=32)
+def _pinv_np(cfg: AudioConfig) -> np.ndarray:
+    return np.linalg.pinv(_filterbank_np(cfg)).astype(np.float32)
+
+
+def filterbank_pinv(cfg: AudioConfig, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Moore-Penrose pseudo-inverse of the filterbank, ``[F, M]``."""
+    return torch.from_numpy(_pinv_np(cfg)).to(device)
+
+
+def window(cfg: AudioConfig, device: torch.device | str = "cpu",
+           dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Periodic Hann window of ``win_length`` (torch.stft centres it inside n_fft)."""
+    return torch.hann_window(cfg.win_length, periodic=True, device=device, dtype=dtype)
+
+
+def edge_pad(cfg: AudioConfig) -> int:
+    """Samples of padding on each side before framing."""
+    return cfg.n_fft // 2 if cfg.center else (cfg.n_fft - cfg.hop_length) // 2
+
+
+def stft(y: torch.Tensor, cfg: AudioConfig, win: torch.Tensor | None = None,
+         padded: bool = False) -> torch.Tensor:
+    """Complex STFT ``[B, F, T]`` of waveforms ``[B, N]`` with the config's framing.
+
+    ``padded=True``: ``y`` already carries its edge padding (see :func:`ragged_batch`).
+    """
+    if win is None:
+        win = window(cfg, y.device, y.dtype)
+    if not padded:
+        pad = edge_pad(cfg)
+        y = torch.nn.functional.pad(y.unsqueeze(1), (pad, pad), mode=cfg.pad_mode).squeeze(1)
+    return torch.stft(y, cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
+                      window=win, center=False, return_complex=True)
+
+
+def magnitude(y: torch.Tensor, cfg: AudioConfig) -> torch.Tensor:
+    """Linear STFT magnitude ``[B, F, T]``."""
+    return stft(y, cfg).abs()
+
+
+def compress(x: torch.Tensor, cfg: AudioConfig) -> torch.Tensor:
+    """Linear mel (magnitude or power per ``cfg.power``) -> the config's log scale."""
+    x = x.clamp_min(cfg.clamp)
+    if cfg.log == "ln":
+        return torch.log(x)
+    if cfg.log == "log10":
+        return torch.log10(x)
+    if cfg.log == "db":
+        return (10.0 if cfg.power == 2 else 20.0) * torch.log10(x)
+    return x
+
+
+def decompress(x: torch.Tensor, cfg: AudioConfig) -> torch.Tensor:
+    """Inverse of :func:`compress` (values at the clamp floor stay at the floor)."""
+    if cfg.log == "ln":
+        return torch.exp(x)
+    if cfg.log == "log10":
+        return torch.pow(10.0, x)
+    if cfg.log == "db":
+        return torch.pow(10.0, x / (10.0 if cfg.power == 2 else 20.0))
+    return x
+
+
+def mel_from_magnitude(mag: torch.Tensor, cfg: AudioConfig) -> torch.Tensor:
+    """Compressed mel ``[B, M, T]`` from linear magnitude ``[B, F, T]``."""
+    spec = mag if cfg.power == 1 else mag.pow(cfg.power)
+    return compress(torch.matmul(filterbank(cfg, mag.device), spec), cfg)
+
+
+def mel_spectrogram(y: torch.Tensor, cfg: AudioConfig) -> torch.Tensor:
+    """Compressed mel ``[B, M, T]`` of waveforms ``[B, N]``."""
+    return mel_from_magnitude(magnitude(y, cfg), cfg)
+
+
+def ragged_batch(waves: list[np.ndarray], cfg: AudioConfig) -> tuple[torch.Tensor, list[int]]:
+    """Edge-pad each waveform on its own (so reflect padding sees only its own samples), then
+    zero-pad to the longest: ``stft(batch, cfg, padded=True)[i, :, :n_frames[i]]`` equals the
+    STFT of ``waves[i]`` alone."""
+    pad = edge_pad(cfg)
+    mode = "reflect" if cfg.pad_mode == "reflect" else "constant"
+    padded = [np.pad(w, (pad, pad), mode=mode) for w in waves]
+    batch = torch.from_numpy(pad_batch(padded).astype(np.float32, copy=False))
+    return batch, [cfg.n_frames(len(w)) for w in waves]
+
+
+def lengths_to_frames(n_samples: torch.Tensor | list[int], cfg: AudioConfig) -> list[int]:
+    return [cfg.n_frames(int(n)) for n in n_samples]
+
+
+def samples_for_frames(n_frames: int, cfg: AudioConfig) -> int:
+    """Length of the signal a spectrogram of ``n_frames`` frames is inverted to."""
+    return max(0, (n_frames - 1) * cfg.hop_length)
+
+
+def pad_batch(arrays: list[np.ndarray], axis: int = -1, value: float = 0.0) -> np.ndarray:
+    """Stack arrays of unequal length along a new first axis, padding ``axis`` with ``value``."""
+    longest = max(a.shape[axis] for a in arrays)
+    out = []
+    for a in arrays:
+        widths = [(0, 0)] * a.ndim
+        widths[axis] = (0, longest - a.shape[axis])
+        out.append(np.pad(a, widths, constant_values=value))
+    return np.stack(out)

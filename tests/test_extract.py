@@ -1,0 +1,141 @@
+"""Extraction: exact agreement with librosa, resume after a crash, bad files recorded."""
+import csv
+
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pipeline import extract as extract_mod
+from pipeline.audio import load
+from pipeline.config import load_config
+from pipeline.extract import extract
+from pipeline.store import Store
+
+
+def librosa_mel(y, cfg):
+    if not cfg.center:   # HiFi-GAN framing: reflect pad (n_fft-hop)/2, no centring
+        p = (cfg.n_fft - cfg.hop_length) // 2
+        y = np.pad(y, (p, p), mode=cfg.pad_mode)
+    return librosa.feature.melspectrogram(
+        y=y, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
+        win_length=cfg.win_length, center=cfg.center, pad_mode=cfg.pad_mode, power=cfg.power,
+        n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax, htk=cfg.mel_scale == "htk",
+        norm="slaney" if cfg.norm == "slaney" else None)
+
+
+@pytest.mark.parametrize("preset", ["mel80-16k", "mel250-16k", "hifigan-22k"])
+def test_store_mel_equals_librosa(tmp_path, corpus_manifest, corpus, preset):
+    """Tolerance: linear mel within 1e-4 relative + 1e-6 absolute of librosa (float32 FFTs)."""
+    cfg = load_config(preset)
+    out = tmp_path / "s.zarr"
+    res = extract(corpus_manifest, out, cfg, shard_seconds=15.0, progress=False)
+    assert res.ok and res.done == len(corpus)
+    store = Store(out)
+    by_id = {u.id: u for u in corpus}
+    seen = 0
+    for entry, mel in store.iter_utterances("mel"):
+        y = load(by_id[entry.id].path, cfg.sample_rate)
+        ref = librosa_mel(y, cfg)                            # [M, T]
+        assert mel.shape == ref.T.shape, entry.id
+        ours = np.exp(mel.T)
+        ref_c = np.maximum(ref, cfg.clamp)
+        np.testing.assert_allclose(ours, ref_c, rtol=1e-4, atol=1e-6, err_msg=entry.id)
+        seen += 1
+    assert seen == len(corpus)
+
+
+def test_true_magnitude_matches_librosa_stft(store80, corpus):
+    store = Store(store80)
+    cfg = store.config
+    by_id = {u.id: u for u in corpus}
+    entry, mag = next(store.iter_utterances("mag_true"))
+    y = load(by_id[entry.id].path, 16000)
+    ref = np.abs(librosa.stft(y, n_fft=1024, hop_length=256, center=True, pad_mode="constant"))
+    np.testing.assert_allclose(mag.T, ref, rtol=1e-4, atol=2e-5)
+
+
+def read_all(path):
+    s = Store(path)
+    out = {}
+    for name in s.shard_names():
+        g = s.shard_group(name)
+        out[name] = ({k: np.asarray(g[k][...]) for k in ("mel", "mag_true") if k in g},
+                     dict(g.attrs))
+    return out
+
+
+def test_crash_then_resume_gives_identical_store(tmp_path, corpus_manifest, monkeypatch):
+    cfg = load_config("mel80-16k")
+    ref = tmp_path / "ref.zarr"
+    assert extract(corpus_manifest, ref, cfg, with_mag=True, shard_seconds=8.0, progress=False).ok
+    n_shards = len(Store(ref).shard_names())
+    assert n_shards >= 4
+
+    # A worker dies while writing its third shard: after its arrays, before its marker.
+    real = extract_mod.compute_features
+    calls = {"n": 0}
+
+    def dying(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise MemoryError("simulated worker death")
+        return real(*a, **k)
+
+    monkeypatch.setattr(extract_mod, "compute_features", dying)
+    out = tmp_path / "run.zarr"
+    first = extract(corpus_manifest, out, cfg, with_mag=True, shard_seconds=8.0, progress=False)
+    assert not first.ok and all("simulated worker death" in f.reason for f in first.failures)
+    assert len(Store(out).incomplete()) == 1
+    monkeypatch.setattr(extract_mod, "compute_features", real)
+
+    second = extract(corpus_manifest, out, cfg, with_mag=True, shard_seconds=8.0, progress=False)
+    assert second.ok and second.skipped_shards == n_shards - 1
+    a, b = read_all(ref), read_all(out)
+    assert a.keys() == b.keys()
+    for name in a:
+        for k in a[name][0]:
+            np.testing.assert_array_equal(a[name][0][k], b[name][0][k])
+        assert a[name][1] == b[name][1]
+    assert not (tmp_path / "run.failures.csv").exists()
+
+
+def test_bad_files_are_recorded_and_skipped(tmp_path, wav_corpus):
+    d = tmp_path / "corpus"
+    d.mkdir()
+    for u in wav_corpus[:3]:
+        (d / (u.id.replace("/", "_") + ".wav")).write_bytes(open(u.path, "rb").read())
+    (d / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk")
+    (d / "empty.wav").write_bytes(b"")
+    (d / "text.wav").write_text("this is not audio\n" * 100)
+    sf.write(d / "tiny.wav", np.full(100, 0.1, np.float32), 16000)
+    out = tmp_path / "s.zarr"
+    res = extract(d, out, load_config("mel80-16k"), progress=False)
+    assert res.done == 3
+    rows = list(csv.DictReader(open(tmp_path / "s.failures.csv")))
+    reasons = {r["id"]: r["reason"] for r in rows}
+    assert set(reasons) == {"corrupt", "empty", "text", "tiny"}
+    assert "empty file" in reasons["empty"]
+    assert "too short" in reasons["tiny"]
+    assert all(str(d) in r for r in reasons.values())
+    assert len(Store(out).all_entries()) == 3
+
+
+def test_config_mismatch_is_refused_naming_the_field(tmp_path, corpus_manifest):
+    from pipeline.config import ConfigError
+    out = tmp_path / "s.zarr"
+    extract(corpus_manifest, out, load_config("mel80-16k"), progress=False)
+    with pytest.raises(ConfigError, match="n_mels: 80 != 250"):
+        extract(corpus_manifest, out, load_config("mel250-16k"), progress=False)
+
+
+def test_two_dask_workers_write_the_same_store(tmp_path, corpus_manifest):
+    cfg = load_config("mel80-16k")
+    one, two = tmp_path / "one.zarr", tmp_path / "two.zarr"
+    assert extract(corpus_manifest, one, cfg, shard_seconds=10.0, progress=False).ok
+    assert extract(corpus_manifest, two, cfg, shard_seconds=10.0, workers=2, progress=False).ok
+    a, b = read_all(one), read_all(two)
+    assert a.keys() == b.keys() and len(a) >= 4
+    for name in a:
+        np.testing.assert_array_equal(a[name][0]["mel"], b[name][0]["mel"])
+        assert a[name][1] == b[name][1]
