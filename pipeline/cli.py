@@ -130,6 +130,137 @@ def extract(
     _report(res, "extracted")
 
 
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+@app.command()
+def invert(
+    store: Path = typer.Argument(..., help="Store written by `pipeline extract`."),
+    method: str = typer.Option("model", "--method", "-m",
+                               help="pinv (pseudo-inverse), nnls (non-negative least squares), "
+                                    "or model (PInv + conv autoencoder, shipped weights)."),
+    weights: Optional[str] = typer.Option(None, help="Weights name (weights/NAME.pt) or path; "
+                                          "default: the shipped ones matching the store's config."),
+    device: Device = typer.Option(Device.auto, help="auto picks CUDA when available."),
+    batch_frames: int = typer.Option(4000, "--batch-frames", help="Padded frames per batch."),
+    nnls_iters: int = typer.Option(300, help="Iterations of the NNLS solver."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker processes (CPU)."),
+    cluster: Cluster = typer.Option(Cluster.local, help="local processes or a SLURM cluster."),
+    profile: Optional[str] = typer.Option(None, help="Cluster profile (configs/cluster-*.toml)."),
+    overwrite: bool = typer.Option(False, help="Recompute shards already inverted."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Mel -> linear STFT magnitude, written into the store as `mag`. Resumable."""
+    from .invert import invert as run
+    from .weights import WeightsError
+
+    try:
+        res = run(store, method, weights=weights, device=device.value, workers=workers,
+                  batch_frames=batch_frames, n_iter=nnls_iters, cluster=cluster.value,
+                  profile=profile, overwrite=overwrite, progress=not quiet)
+    except (*_errors(), WeightsError, ValueError) as exc:
+        _fail(str(exc))
+    _report(res, f"inverted ({method})")
+
+
+@app.command()
+def phase(
+    store: Path = typer.Argument(..., help="Store holding magnitudes (`pipeline invert`)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for <utterance id>.wav files."),
+    algo: str = typer.Option("fgla", "--algo", "-a", help="gla, fgla (momentum 0.99) or degli."),
+    iters: int = typer.Option(100, "--iters", "-n", min=0, help="Iterations."),
+    source: str = typer.Option("mag", help="mag (from invert) or true (stored true magnitude: "
+                               "phase-only evaluation)."),
+    init: str = typer.Option("zeros", help="Initial phase: zeros or random."),
+    momentum: float = typer.Option(0.99, help="FGLA momentum."),
+    device: Device = typer.Option(Device.auto, help="auto picks CUDA when available."),
+    batch_frames: int = typer.Option(4000, "--batch-frames", help="Padded frames per batch."),
+    seed: int = typer.Option(0, help="Seed of the random initial phase."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker processes (CPU)."),
+    cluster: Cluster = typer.Option(Cluster.local, help="local processes or a SLURM cluster."),
+    profile: Optional[str] = typer.Option(None, help="Cluster profile (configs/cluster-*.toml)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Magnitude -> waveform, one wav per utterance. Resumable: existing wavs are kept."""
+    from .phase import phase as run
+
+    extra = {"momentum": momentum} if algo == "fgla" else {}
+    try:
+        res = run(store, out, algo, n_iter=iters, source=source, init=init, device=device.value,
+                  workers=workers, batch_frames=batch_frames, seed=seed, cluster=cluster.value,
+                  profile=profile, progress=not quiet, **extra)
+    except (*_errors(), ValueError) as exc:
+        _fail(str(exc))
+    _report(res, f"reconstructed ({algo}, {iters} iterations)")
+
+
+@app.command()
+def score(
+    hyp: Path = typer.Option(..., "--hyp", help="Folder of reconstructed wavs."),
+    out: Path = typer.Option(..., "--out", "-o", help="Per-utterance CSV (summary beside it)."),
+    ref: Optional[Path] = typer.Option(None, "--ref", help="Reference wav folder or store; "
+                                       "omit for non-intrusive metrics only (DNSMOS)."),
+    metrics: Optional[str] = typer.Option(None, help="Comma-separated; default: pesq_wb, stoi, "
+                                          "estoi, si_sdr, spectral_convergence, lsd, mcd "
+                                          "(dnsmos_ovrl without --ref). Also pesq_nb, dnsmos_sig, dnsmos_bak."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker processes."),
+    cluster: Cluster = typer.Option(Cluster.local, help="local processes or a SLURM cluster."),
+    profile: Optional[str] = typer.Option(None, help="Cluster profile (configs/cluster-*.toml)."),
+    plot: bool = typer.Option(False, help="Also write PNGs: histograms, best/worst spectrograms."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Objective metrics per utterance (CSV), a summary CSV and a Markdown table."""
+    from .score import score as run
+
+    try:
+        res = run(hyp, out, ref, metrics.split(",") if metrics else None, workers=workers,
+                  cluster=cluster.value, profile=profile, progress=not quiet, plot=plot)
+    except (*_errors(), ValueError) as exc:
+        _fail(str(exc))
+    print(res.markdown)
+    console.print(f"{len(res.rows)} utterances scored in {res.seconds:.1f} s -> {res.csv}, "
+                  f"{res.summary_csv}" + (f", {len(res.plots)} plots" if res.plots else ""))
+    if res.failures:
+        console.print(f"[bold red]{res.failures} utterance(s) have NaN metrics[/]; "
+                      f"see the error column of {res.csv}")
+        raise typer.Exit(1)
+
+
+@train_app.command("invert")
+def train_invert(
+    train: Path = typer.Option(..., "--train", help="Training store (extract --with-mag)."),
+    val: Path = typer.Option(..., "--val", help="Validation store (extract --with-mag)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder; its name names the weights "
+                             "(checkpoint, loss_curve.png, NAME.pt + NAME.json)."),
+    epochs: int = typer.Option(30, help="Maximum epochs."),
+    steps: int = typer.Option(150, help="Steps per epoch."),
+    batch_size: int = typer.Option(32),
+    crop: int = typer.Option(64, help="Frames per training crop."),
+    lr: float = typer.Option(2e-3),
+    patience: int = typer.Option(6, help="Early stopping: epochs without validation gain."),
+    channels: int = typer.Option(128, help="Model width."),
+    seed: int = typer.Option(0),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Train the PInv + conv autoencoder inverter. Re-run the same command to resume."""
+    from .invert.model import ModelConfig
+    from .invert.train import TrainConfig, train_invert as run
+
+    try:
+        card = run(train, val, out, TrainConfig(epochs=epochs, steps_per_epoch=steps,
+                   batch_size=batch_size, crop=crop, lr=lr, patience=patience, seed=seed),
+                   ModelConfig(channels=channels), progress=not quiet)
+    except (*_errors(), ValueError) as exc:
+        _fail(str(exc))
+    v, b = card["validation"], card["validation_baselines"]
+    console.print(f"best epoch {card['best_epoch']}: validation SC {v['sc']:.3f}, LSD "
+                  f"{v['lsd_db']:.2f} dB (pinv SC {b['pinv']['sc']:.3f}, nnls SC {b['nnls']['sc']:.3f})"
+                  f" -> {out / (out.name + '.pt')}")
+
+
 @app.command()
 def info(store: Path = typer.Argument(..., help="A store written by `pipeline extract`.")) -> None:
     """Summarise a store: config, utterances, arrays and completion of each stage."""

@@ -1,9 +1,8 @@
 """Stage 1: audio corpus -> mel spectrograms (and optionally true magnitudes) in a zarr store."""
 from __future__ import annotations
 
-import csv
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -13,26 +12,11 @@ from .audio import AudioError, load
 from .config import AudioConfig
 from .manifest import Failure, Utterance, resolve_inputs
 from .mel import mel_from_magnitude, ragged_batch, stft
-from .parallel import TaskResult, run_tasks, threads_per_worker
+from .parallel import run_tasks, threads_per_worker
+from .results import StageResult, shard_failure, write_failures
 from .store import Store, StoreError, failures_csv_path, shard_name
 
 DEFAULT_SHARD_SECONDS = 60.0
-
-
-@dataclass
-class StageResult:
-    """What a stage did; the CLI prints it and exits non-zero when ``failures`` is not empty."""
-    store: Path
-    done: int = 0
-    skipped_shards: int = 0
-    failures: list[Failure] = field(default_factory=list)
-    failures_csv: Path | None = None
-    seconds: float = 0.0
-    audio_seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures
 
 
 def plan_shards(utts: list[Utterance], shard_seconds: float = DEFAULT_SHARD_SECONDS,
@@ -105,24 +89,6 @@ def extract_shard(store_path: str, index: int, items: list[dict], cfg_dict: dict
     group.attrs.update({"utterances": utterances, "failures": failures, "with_mag": with_mag})
     group.attrs["complete"] = True  # the marker, last
     return {"n": len(utterances), "seconds": sum(len(w) for w in waves) / cfg.sample_rate}
-
-
-def write_failures(failures: list[Failure], path: Path) -> Path | None:
-    """Failures CSV beside the store (removed when a re-run has none left)."""
-    if not failures:
-        path.unlink(missing_ok=True)
-        return None
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["id", "path", "stage", "reason"])
-        for f in failures:
-            w.writerow([f.id, f.path, f.stage, f.reason])
-    return path
-
-
-def shard_failure(store: Path, index: int, items: list[dict], stage: str, error: str) -> list[Failure]:
-    return [Failure(it["id"], it.get("path", str(store)), stage,
-                    f"shard {shard_name(index)} failed: {error}") for it in items]
 
 
 def extract(inputs: list[str | Path] | str | Path, out: str | Path, config: AudioConfig, *,

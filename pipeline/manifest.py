@@ -203,7 +203,7 @@ def prepare_asterisk(out_dir: str | Path, languages: Iterable[str] = ("en", "fr"
     """
     if shutil.which("ffmpeg") is None:
         raise ManifestError("ffmpeg not found: `apt-get install ffmpeg` (or `make setup`)")
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()   # manifests hold absolute paths
     jobs_list = []
     for lang in languages:
         if lang not in ASTERISK_VOICES:

@@ -1,0 +1,83 @@
+"""The learned mel inverter: pseudo-inverse estimate refined by a conv encoder-decoder.
+
+``PInvConvSkip``: the log pseudo-inverse magnitude ``p = ln(max(A^+ mel, 1e-5))`` (with the
+log-mel) feeds a 1-D convolutional U-Net over time (frequency bins as channels, two stride-2
+stages, skip connections between encoder and decoder); its output is a residual added to
+``p``. The model predicts the log-magnitude; the magnitude is its exp.
+Shapes: mel ``[B, T, M]`` -> log-magnitude ``[B, T, F]``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from ..config import AudioConfig
+from .methods import log_pinv, register
+
+LOG_FLOOR = 1e-5
+SCALE = 5.0     # log-magnitudes span about [-11.5, 4]: divided by SCALE for the network
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    channels: int = 128
+    kernel: int = 5
+    depth: int = 2
+
+
+class _Block(nn.Module):
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1):
+        super().__init__()
+        self.conv = nn.Conv1d(cin, cout, kernel, stride=stride, padding=kernel // 2)
+        self.norm = nn.LayerNorm(cout)   # per frame, over channels: no statistics across time,
+        self.act = nn.GELU()             # so padded frames never change the other frames
+
+    def forward(self, x):
+        return self.act(self.norm(self.conv(x).transpose(1, 2)).transpose(1, 2))
+
+
+class PInvConvSkip(nn.Module):
+    def __init__(self, audio: AudioConfig, model: ModelConfig = ModelConfig()):
+        super().__init__()
+        self.audio, self.hparams = audio, model
+        c, k = model.channels, model.kernel
+        self.inp = _Block(audio.n_freq + audio.n_mels, c, 3)
+        self.down = nn.ModuleList(_Block(c, c, k, stride=2) for _ in range(model.depth))
+        self.mid = _Block(c, c, k)
+        self.up = nn.ModuleList(_Block(2 * c, c, k) for _ in range(model.depth))
+        self.out = nn.Conv1d(2 * c, audio.n_freq, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)     # starts as the pseudo-inverse
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        """Compressed mel ``[B, T, M]`` -> log-magnitude ``[B, T, F]``."""
+        T = mel.shape[1]
+        p = log_pinv(mel, self.audio, LOG_FLOOR)                       # [B, T, F]
+        x = torch.cat([p / SCALE, mel.clamp_min(-20) / SCALE], -1).transpose(1, 2)
+        pad = (-T) % (2 ** len(self.down))
+        x = nn.functional.pad(x, (0, pad), mode="replicate")
+        h0 = self.inp(x)
+        skips, h = [], h0
+        for blk in self.down:
+            skips.append(h)
+            h = blk(h)
+        h = self.mid(h)
+        for blk, s in zip(self.up, reversed(skips)):
+            h = nn.functional.interpolate(h, size=s.shape[-1], mode="nearest")
+            h = blk(torch.cat([h, s], 1))
+        res = self.out(torch.cat([h, h0], 1))[..., :T]
+        return p + SCALE * res.transpose(1, 2)
+
+    def card(self) -> dict:
+        return {"arch": "PInvConvSkip", "audio": self.audio.to_dict(), "model": asdict(self.hparams)}
+
+
+@register("model")
+@torch.inference_mode()
+def model_invert(mel: torch.Tensor, cfg: AudioConfig, model: PInvConvSkip | None = None, **_
+                 ) -> torch.Tensor:
+    if model is None:
+        raise ValueError("method 'model' needs a loaded model (weights)")
+    return model(mel).exp()

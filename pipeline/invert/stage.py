@@ -1,0 +1,121 @@
+"""``pipeline invert``: read each shard's mel, write its ``mag`` array, then its marker."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..batching import buckets, resolve_device, stack_frames
+from ..config import AudioConfig
+from ..results import StageResult, shard_failure, write_failures
+from ..manifest import Failure
+from ..mel import compress
+from ..parallel import run_tasks, threads_per_worker
+from ..store import Store, failures_csv_path
+from .methods import METHODS
+
+
+def mel_floor(cfg: AudioConfig) -> float:
+    """The compressed value of silence: what padding frames are filled with."""
+    return float(compress(torch.tensor(0.0), cfg))
+
+
+def invert_frames(mels: list[np.ndarray], cfg: AudioConfig, method: str, *, model=None,
+                  device: torch.device = torch.device("cpu"), batch_frames: int = 4000,
+                  n_iter: int = 300) -> list[np.ndarray]:
+    """Per-utterance mels ``[T_i, M]`` -> magnitudes ``[T_i, F]``, in length buckets."""
+    fn = METHODS[method]
+    out: list[np.ndarray | None] = [None] * len(mels)
+    floor = mel_floor(cfg)
+    for group in buckets([m.shape[0] for m in mels], batch_frames):
+        batch = stack_frames([mels[i] for i in group], floor).to(device)
+        mag = fn(batch, cfg, model=model, n_iter=n_iter).float().cpu().numpy()
+        for j, i in enumerate(group):
+            out[i] = mag[j, :mels[i].shape[0]]
+    return out  # type: ignore[return-value]
+
+
+def invert_shard(store_path: str, name: str, method: str, weights: str | None, device: str,
+                 batch_frames: int, threads: int, n_iter: int) -> dict:
+    torch.set_num_threads(threads)
+    store = Store(store_path)
+    cfg = store.config
+    dev = resolve_device(device)
+    model = None
+    if method == "model":
+        from ..weights import load_invert_model
+        model = load_invert_model(weights, cfg, dev)
+    entries = store.entries(name)
+    mel = store.read_array(name, "mel")
+    group = store.shard_group(name)
+    group.attrs["mag"] = {"complete": False}
+    result = np.zeros((mel.shape[0], cfg.n_freq), np.float32)
+    failures = []
+    good = []
+    for e in entries:
+        frames = mel[e.offset:e.offset + e.n_frames]
+        if not np.isfinite(frames).all():
+            failures.append({"id": e.id, "path": e.source, "stage": "invert",
+                             "reason": f"{store_path}: mel of {e.id} contains NaN or Inf"})
+        else:
+            good.append(e)
+    mags = invert_frames([mel[e.offset:e.offset + e.n_frames] for e in good], cfg, method,
+                         model=model, device=dev, batch_frames=batch_frames, n_iter=n_iter)
+    for e, m in zip(good, mags):
+        result[e.offset:e.offset + e.n_frames] = m
+    store.write_array(group, "mag", result)
+    group.attrs["mag"] = {"complete": True, "method": method, "weights": weights,
+                          "failures": failures}
+    return {"n": len(good), "seconds": sum(e.n_samples for e in good) / cfg.sample_rate}
+
+
+def invert(store_path: str | Path, method: str = "pinv", *, weights: str | None = None,
+           device: str = "auto", workers: int = 1, batch_frames: int = 4000, n_iter: int = 300,
+           cluster: str = "local", profile: str | None = None, progress: bool = True,
+           overwrite: bool = False) -> StageResult:
+    """Write the estimated magnitude ``mag`` of every shard of ``store_path``.
+
+    Resumable: shards already inverted with the same method and weights are skipped.
+    """
+    t0 = time.perf_counter()
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+    store = Store(store_path)
+    if store.incomplete():
+        raise ValueError(f"{store_path}: extraction is incomplete ({len(store.incomplete())} "
+                         "shards); re-run `pipeline extract` with the same arguments first")
+    if method == "model":
+        from ..weights import load_invert_model, pick_for
+        weights = weights or pick_for(store.config, "PInvConvSkip")
+        load_invert_model(weights, store.config)   # fail early, naming the mismatching field
+    if device != "cpu" and resolve_device(device).type == "cuda":
+        workers = 1                     # one process drives the GPU
+    todo = []
+    for name in store.shard_names():
+        done = store.shard_attrs(name).get("mag", {})
+        same = done.get("method") == method and done.get("weights") == weights
+        if overwrite or not (done.get("complete") and same):
+            todo.append(name)
+    threads = threads_per_worker(workers if cluster == "local" else 1)
+    tasks = [(n, (str(store_path), n, method, weights, device, batch_frames, threads, n_iter))
+             for n in todo]
+    res = StageResult(store=Path(store_path), skipped_shards=len(store.shard_names()) - len(todo))
+    results = run_tasks(invert_shard, tasks, workers=workers, cluster=cluster, profile=profile,
+                        desc=f"invert ({method})", progress=progress)
+    crashed = []
+    for r in results:
+        if r.error:
+            items = [{"id": e.id, "path": e.source} for e in store.entries(r.key)]
+            crashed += shard_failure(Path(store_path), int(r.key), items, "invert", r.error)
+        else:
+            res.done += r.value["n"]
+            res.audio_seconds += r.value["seconds"]
+    stored = [Failure(**f) for n in store.shard_names()
+              for f in store.shard_attrs(n).get("mag", {}).get("failures", [])]
+    res.failures = stored + crashed
+    res.failures_csv = write_failures(res.failures, failures_csv_path(store_path, "invert"))
+    store.touch()
+    res.seconds = time.perf_counter() - t0
+    return res

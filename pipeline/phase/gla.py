@@ -1,0 +1,69 @@
+"""Griffin-Lim (GLA) and Fast Griffin-Lim (FGLA, Perraudin et al. 2013) as batched functions.
+
+Shapes: magnitudes ``[B, T, F]`` (the store's frame-major layout, stacked), lengths ``[B]`` in
+samples; output waveforms ``[B, L]`` on the padded time axis of :class:`FramePair` (use
+``pair.crop``). One STFT and one ISTFT per iteration; the window and the overlap-add
+envelope are built once per batch.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..config import AudioConfig
+from .stft import FramePair
+
+EPS = 1e-12
+
+
+def initial_phase(mag: torch.Tensor, init: str = "zeros", generator: torch.Generator | None = None
+                  ) -> torch.Tensor:
+    """Unit-modulus complex ``[B, T, F]``: ``zeros`` (phase 0) or ``random`` (uniform)."""
+    if init == "zeros":
+        return torch.ones_like(mag, dtype=torch.complex64 if mag.dtype == torch.float32 else torch.complex128)
+    if init == "random":
+        ph = torch.rand(mag.shape, generator=generator, device="cpu", dtype=mag.dtype).to(mag.device)
+        return torch.polar(torch.ones_like(mag), 2 * math.pi * ph)
+    raise ValueError(f"unknown init {init!r}: use zeros or random")
+
+
+@torch.inference_mode()
+def griffin_lim(mag: torch.Tensor, lengths: torch.Tensor, cfg: AudioConfig, n_iter: int = 100,
+                momentum: float = 0.99, init: str | torch.Tensor = "zeros",
+                generator: torch.Generator | None = None, pair: FramePair | None = None
+                ) -> tuple[torch.Tensor, FramePair]:
+    """FGLA (``momentum > 0``, librosa's parameterisation: ``m/(1+m)`` of the previous
+    projection is subtracted) or plain GLA (``momentum = 0``).
+
+    Returns padded waveforms ``[B, L]`` and the :class:`FramePair` (``pair.crop`` cuts them).
+    ``init`` may be a complex ``[B, T, F]`` tensor of initial phases (unit modulus).
+    """
+    B, T, F = mag.shape
+    if F != cfg.n_freq:
+        raise ValueError(f"magnitude has {F} frequency bins but the config needs {cfg.n_freq}")
+    if pair is None:
+        pair = FramePair(cfg, T, lengths, mag.device, mag.dtype)
+    angles = initial_phase(mag, init, generator) if isinstance(init, str) else init
+    spec = mag * angles
+    alpha = momentum / (1.0 + momentum)
+    prev = None
+    for _ in range(n_iter):
+        rebuilt = pair.stft(pair.istft(spec))
+        if prev is not None and alpha:
+            ang = rebuilt - alpha * prev
+        else:
+            ang = rebuilt
+        prev = rebuilt
+        # amplitude projection: mag * ang / |ang|, one real ratio then one complex product
+        spec = ang * (mag / ang.abs().add_(EPS))
+    return pair.istft(spec), pair
+
+
+def fgla(mag, lengths, cfg, n_iter=100, **kw):
+    return griffin_lim(mag, lengths, cfg, n_iter=n_iter, momentum=kw.pop("momentum", 0.99), **kw)
+
+
+def gla(mag, lengths, cfg, n_iter=100, **kw):
+    kw.pop("momentum", None)
+    return griffin_lim(mag, lengths, cfg, n_iter=n_iter, momentum=0.0, **kw)

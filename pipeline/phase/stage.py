@@ -1,0 +1,118 @@
+"""``pipeline phase``: magnitudes in a store -> one wav per utterance (``<id>.wav``).
+
+Resumable at the utterance level: a wav that exists is complete (every write is atomic), so a
+re-run only computes the missing ones.
+"""
+from __future__ import annotations
+
+import time
+import zlib
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..audio import write_wav
+from ..batching import buckets, resolve_device, stack_frames
+from ..config import AudioConfig
+from ..manifest import Failure
+from ..parallel import run_tasks, threads_per_worker
+from ..results import StageResult, shard_failure, write_failures
+from ..store import Store
+from .gla import fgla, gla
+
+ALGOS: dict[str, Callable] = {"gla": gla, "fgla": fgla}
+SOURCES = {"mag": "mag", "true": "mag_true"}
+
+
+def wav_path(out_dir: Path, uid: str) -> Path:
+    return out_dir / f"{uid}.wav"
+
+
+def reconstruct(mags: list[np.ndarray], n_samples: list[int], cfg: AudioConfig, algo: str = "fgla",
+                *, n_iter: int = 100, init: str = "zeros", device: torch.device = torch.device("cpu"),
+                batch_frames: int = 4000, seed: int = 0, **kw) -> list[np.ndarray]:
+    """Magnitudes ``[T_i, F]`` -> waveforms of ``n_samples[i]`` samples, in length buckets."""
+    if algo not in ALGOS:
+        raise ValueError(f"unknown algorithm {algo!r}: choose one of {', '.join(ALGOS)}")
+    fn = ALGOS[algo]
+    out: list[np.ndarray | None] = [None] * len(mags)
+    for group in buckets([m.shape[0] for m in mags], batch_frames):
+        batch = stack_frames([mags[i] for i in group]).to(device)
+        lengths = torch.tensor([n_samples[i] for i in group])
+        gen = torch.Generator().manual_seed(seed + zlib.crc32(str(sorted(group)).encode()))
+        x, pair = fn(batch, lengths, cfg, n_iter=n_iter, init=init, generator=gen, **kw)
+        for i, y in zip(group, pair.crop(x, lengths.tolist())):
+            out[i] = y.float().cpu().numpy()
+    return out  # type: ignore[return-value]
+
+
+def phase_shard(store_path: str, name: str, out_dir: str, algo: str, n_iter: int, source: str,
+                init: str, device: str, batch_frames: int, threads: int, seed: int,
+                extra: dict) -> dict:
+    torch.set_num_threads(threads)
+    store = Store(store_path)
+    cfg = store.config
+    out = Path(out_dir)
+    todo = [e for e in store.entries(name) if not wav_path(out, e.id).exists()]
+    if not todo:
+        return {"n": 0, "seconds": 0.0, "failures": []}
+    data = store.read_array(name, SOURCES[source])
+    failures, good, mags = [], [], []
+    for e in todo:
+        m = data[e.offset:e.offset + e.n_frames]
+        if not np.isfinite(m).all() or (m < 0).any():
+            failures.append(Failure(e.id, e.source, "phase", f"{store_path}: magnitude of {e.id} "
+                                    "has NaN/Inf or negative values; re-run `pipeline invert`"))
+            continue
+        good.append(e)
+        mags.append(m)
+    waves = reconstruct(mags, [e.n_samples for e in good], cfg, algo, n_iter=n_iter, init=init,
+                        device=resolve_device(device), batch_frames=batch_frames, seed=seed, **extra)
+    for e, y in zip(good, waves):
+        write_wav(wav_path(out, e.id), y, cfg.sample_rate)
+    return {"n": len(good), "seconds": sum(e.n_samples for e in good) / cfg.sample_rate,
+            "failures": failures}
+
+
+def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *, n_iter: int = 100,
+          source: str = "mag", init: str = "zeros", device: str = "auto", workers: int = 1,
+          batch_frames: int = 4000, seed: int = 0, cluster: str = "local",
+          profile: str | None = None, progress: bool = True, **extra) -> StageResult:
+    """Reconstruct waveforms for every utterance of the store into ``out_dir``."""
+    t0 = time.perf_counter()
+    if algo not in ALGOS:
+        raise ValueError(f"unknown algorithm {algo!r}: choose one of {', '.join(ALGOS)}")
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}: 'mag' (written by invert) or 'true'")
+    store = Store(store_path)
+    marker = "mag" if source == "mag" else "complete"
+    missing = store.incomplete(marker)
+    if missing:
+        step = "pipeline invert" if source == "mag" else "pipeline extract --with-mag"
+        raise ValueError(f"{store_path}: {len(missing)} shard(s) have no complete "
+                         f"'{SOURCES[source]}' yet; run `{step}` first")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if device != "cpu" and resolve_device(device).type == "cuda":
+        workers = 1
+    todo = [n for n in store.shard_names()
+            if any(not wav_path(out, e.id).exists() for e in store.entries(n))]
+    threads = threads_per_worker(workers if cluster == "local" else 1)
+    tasks = [(n, (str(store_path), n, str(out), algo, n_iter, source, init, device, batch_frames,
+                  threads, seed, extra)) for n in todo]
+    res = StageResult(store=out, skipped_shards=len(store.shard_names()) - len(todo))
+    results = run_tasks(phase_shard, tasks, workers=workers, cluster=cluster, profile=profile,
+                        desc=f"phase ({algo}, {n_iter} it)", progress=progress)
+    for r in results:
+        if r.error:
+            items = [{"id": e.id, "path": e.source} for e in store.entries(r.key)]
+            res.failures += shard_failure(Path(store_path), int(r.key), items, "phase", r.error)
+        else:
+            res.done += r.value["n"]
+            res.audio_seconds += r.value["seconds"]
+            res.failures += r.value["failures"]
+    res.failures_csv = write_failures(res.failures, out / "failures.csv")
+    res.seconds = time.perf_counter() - t0
+    return res

@@ -1,0 +1,45 @@
+"""What a stage returns, and the failures CSV it leaves beside its output."""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .manifest import Failure
+from .store import shard_name
+
+
+@dataclass
+class StageResult:
+    """What a stage did; the CLI prints it and exits non-zero when ``failures`` is not empty."""
+    store: Path
+    done: int = 0
+    skipped_shards: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    failures_csv: Path | None = None
+    seconds: float = 0.0
+    audio_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def write_failures(failures: list[Failure], path: Path) -> Path | None:
+    """Failures CSV beside the store (removed when a re-run has none left)."""
+    if not failures:
+        path.unlink(missing_ok=True)
+        return None
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "path", "stage", "reason"])
+        for f in failures:
+            w.writerow([f.id, f.path, f.stage, f.reason])
+    return path
+
+
+def shard_failure(store: Path, index: int, items: list[dict], stage: str, error: str) -> list[Failure]:
+    return [Failure(it["id"], it.get("path", str(store)), stage,
+                    f"shard {shard_name(index)} failed: {error}") for it in items]
+
+

@@ -1,0 +1,124 @@
+"""Shipped and trained weights: ``NAME.pt`` (state_dict only) + ``NAME.json`` (model card).
+
+The card carries the architecture, its hyper-parameters, the audio config the model was
+trained on, the sha256 of the ``.pt``, the training data and the validation figures. Loading
+verifies the checksum and uses ``torch.load(weights_only=True)``: a pickled object that is not
+plain tensors is refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import AudioConfig
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+
+class WeightsError(RuntimeError):
+    """Weights missing, damaged, unsafe, or made for another audio config."""
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save(state_dict: dict, card: dict[str, Any], path: str | Path) -> Path:
+    """Write ``path`` (.pt) and its card (.json) with the checksum, atomically."""
+    path = Path(path).with_suffix(".pt")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name("." + path.name + ".tmp")
+    torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, tmp)
+    os.replace(tmp, path)
+    card = {**card, "file": path.name, "sha256": sha256(path),
+            "bytes": path.stat().st_size}
+    path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    return path
+
+
+def resolve(name_or_path: str | Path) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".pt", ".json") or p.exists():
+        return p.with_suffix(".pt")
+    cand = WEIGHTS_DIR / f"{name_or_path}.pt"
+    if cand.exists():
+        return cand
+    raise WeightsError(f"weights {str(name_or_path)!r} not found: give a .pt path or one of "
+                       f"{', '.join(available()) or '(none shipped)'}")
+
+
+def available(kind: str | None = None) -> list[str]:
+    out = []
+    for card in sorted(WEIGHTS_DIR.glob("*.json")):
+        try:
+            arch = json.loads(card.read_text()).get("arch")
+        except json.JSONDecodeError:
+            continue
+        if kind is None or arch == kind:
+            out.append(card.stem)
+    return out
+
+
+def read_card(path: str | Path) -> dict:
+    card_path = Path(path).with_suffix(".json")
+    if not card_path.exists():
+        raise WeightsError(f"{card_path}: model card missing (it holds the config and checksum)")
+    try:
+        return json.loads(card_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"{card_path}: not valid JSON ({exc})") from exc
+
+
+def load_state(path: str | Path) -> tuple[dict, dict]:
+    """(state_dict, card) after checking the checksum; safe loading only."""
+    path = resolve(path)
+    card = read_card(path)
+    if not path.exists():
+        raise WeightsError(f"{path}: weights file missing")
+    digest = sha256(path)
+    if card.get("sha256") != digest:
+        raise WeightsError(f"{path}: checksum mismatch (card says {card.get('sha256')}, file is "
+                           f"{digest}); the file is damaged or was replaced: restore it")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError and friends: not a plain state_dict
+        raise WeightsError(f"{path}: refused: not a plain tensor state_dict loadable with "
+                           f"weights_only=True ({type(exc).__name__}); re-export the weights with "
+                           "`torch.save(model.state_dict())`") from exc
+    return state, card
+
+
+def pick_for(config: AudioConfig, arch: str) -> str:
+    """The shipped weights of ``arch`` trained on ``config`` (all fields but name equal)."""
+    for name in available(arch):
+        card = read_card(WEIGHTS_DIR / f"{name}.json")
+        if not AudioConfig.from_dict(card["audio"]).diff(config):
+            return name
+    raise WeightsError(f"no shipped {arch} weights for audio config {config.name!r}; "
+                       f"shipped: {', '.join(available(arch)) or 'none'}; train some with "
+                       "`pipeline train invert` and pass --weights PATH")
+
+
+def load_invert_model(name_or_path: str | Path | None, config: AudioConfig,
+                      device: torch.device | str = "cpu"):
+    from .invert.model import ModelConfig, PInvConvSkip
+
+    name_or_path = name_or_path or pick_for(config, "PInvConvSkip")
+    state, card = load_state(name_or_path)
+    audio = AudioConfig.from_dict(card["audio"])
+    diff = audio.diff(config)
+    if diff:
+        raise WeightsError(f"weights {name_or_path} were trained on another audio config than "
+                           f"the input's: {'; '.join(diff)}")
+    model = PInvConvSkip(audio, ModelConfig(**card["model"]))
+    model.load_state_dict(state)
+    return model.to(device).eval()
