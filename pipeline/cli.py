@@ -5,6 +5,7 @@ failed (the failures CSV says which and why) or 2 for a usage error.
 """
 from __future__ import annotations
 
+import json
 import sys
 from enum import Enum
 from pathlib import Path
@@ -227,6 +228,102 @@ def score(
         console.print(f"[bold red]{res.failures} utterance(s) have NaN metrics[/]; "
                       f"see the error column of {res.csv}")
         raise typer.Exit(1)
+
+
+class LogKind(str, Enum):
+    ln = "ln"
+    log10 = "log10"
+    db = "db"
+    none = "none"
+
+
+def _convention(preset: str, **overrides):
+    """A preset with explicit overrides applied (None = keep the preset's value)."""
+    from .config import load_config
+
+    cfg = load_config(preset)
+    renames = {"sr": "sample_rate", "hop": "hop_length", "win": "win_length"}
+    clean = {renames.get(k, k): (v.value if isinstance(v, Enum) else v)
+             for k, v in overrides.items() if v is not None}
+    if "n_fft" in clean and "win_length" not in clean:
+        clean["win_length"] = min(cfg.win_length, clean["n_fft"])
+    if clean:
+        cfg = cfg.replace(name=f"{cfg.name}+custom", **clean)
+    return cfg
+
+
+@app.command()
+def vocode(
+    mels: Path = typer.Argument(..., help="A folder of mel files (.npy/.npz/.pt) or one file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for <id>.wav and vocode-report.csv."),
+    preset: str = typer.Option("hifigan-22k", help="Mel convention: a configs/ name or TOML path."),
+    method: str = typer.Option("model", help="pinv, nnls or model."),
+    weights: Optional[str] = typer.Option(None, help="Inversion weights (default: shipped for the preset)."),
+    algo: str = typer.Option("fgla", help="Phase algorithm."),
+    iters: int = typer.Option(100, help="Phase iterations."),
+    sr: Optional[int] = typer.Option(None, "--sr", help="Override: sample rate."),
+    n_fft: Optional[int] = typer.Option(None, "--n-fft", help="Override: FFT size."),
+    hop: Optional[int] = typer.Option(None, "--hop", help="Override: hop length."),
+    win: Optional[int] = typer.Option(None, "--win", help="Override: window length."),
+    n_mels: Optional[int] = typer.Option(None, "--n-mels", help="Override: number of mels."),
+    fmin: Optional[float] = typer.Option(None, "--fmin", help="Override: lowest mel frequency."),
+    fmax: Optional[float] = typer.Option(None, "--fmax", help="Override: highest mel frequency."),
+    log: Optional[LogKind] = typer.Option(None, "--log", help="Override: ln, log10, db or none."),
+    clamp: Optional[float] = typer.Option(None, "--clamp", help="Override: floor before the log."),
+    power: Optional[float] = typer.Option(None, "--power", help="Override: 1 magnitude, 2 power."),
+    mel_scale: Optional[str] = typer.Option(None, "--mel-scale", help="Override: slaney or htk."),
+    norm: Optional[str] = typer.Option(None, "--norm", help="Override: slaney or none."),
+    center: Optional[bool] = typer.Option(None, "--center/--no-center", help="Override: centred frames."),
+    device: Device = typer.Option(Device.auto),
+    workers: int = typer.Option(1, "--workers", "-j", min=1),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """TTS mels -> wavs (invert + phase), with a round-trip mel check in the report."""
+    from .vocode import MelError, vocode as run
+    from .weights import WeightsError
+
+    try:
+        cfg = _convention(preset, sr=sr, n_fft=n_fft, hop=hop, win=win, n_mels=n_mels, fmin=fmin,
+                          fmax=fmax, log=log, clamp=clamp, power=power, mel_scale=mel_scale,
+                          norm=norm, center=center)
+        res = run(mels, out, cfg, method=method, weights=weights, algo=algo, n_iter=iters,
+                  device=device.value, workers=workers, progress=not quiet)
+    except (*_errors(), MelError, WeightsError, ValueError) as exc:
+        _fail(str(exc))
+    console.print(f"[green]vocoded[/] {res.done} file(s) ({res.audio_seconds:.1f} s of audio) in "
+                  f"{res.seconds:.1f} s, {res.skipped} already done -> {res.out}")
+    if res.report:
+        console.print(f"round trip: mean |mel(out) - mel(in)| = {res.mel_l1_mean:.3f} "
+                      f"({cfg.log} units); per file in {res.report}")
+    if res.failures:
+        console.print(f"[bold red]{len(res.failures)} file(s) failed[/], listed in {res.failures_csv}:")
+        for f in res.failures[:10]:
+            console.print(f"  {f.reason}")
+        raise typer.Exit(1)
+
+
+@app.command()
+def predict(
+    audio: Path = typer.Argument(..., help="An audio file."),
+    out: Path = typer.Option(Path("predict-out"), "--out", "-o", help="Output folder."),
+    config: str = typer.Option("mel80-16k", "--config", "-c", help="Mel convention."),
+    method: str = typer.Option("model", help="pinv, nnls or model."),
+    weights: Optional[str] = typer.Option(None, help="Inversion weights."),
+    algo: str = typer.Option("fgla", help="Phase algorithm."),
+    iters: int = typer.Option(100, help="Phase iterations."),
+    device: Device = typer.Option(Device.auto),
+) -> None:
+    """One file: audio -> mel -> reconstruction. Writes the wav, a spectrogram PNG and PESQ/STOI JSON."""
+    from .config import load_config
+    from .predict import predict as run
+    from .weights import WeightsError
+
+    try:
+        res = run(audio, out, load_config(config), method=method, weights=weights, algo=algo,
+                  n_iter=iters, device=device.value)
+    except (*_errors(), WeightsError, ValueError) as exc:
+        _fail(str(exc))
+    print(json.dumps(res, indent=1))
 
 
 @train_app.command("invert")

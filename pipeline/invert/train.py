@@ -36,6 +36,7 @@ class TrainConfig:
     patience: int = 6
     seed: int = 0
     threads: int = 0   # 0: all cores
+    loss_floor: float = 1e-2   # log(mag + floor): errors far below audibility count little
 
 
 def load_frames(store: Store, min_frames: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]], list[str]]:
@@ -53,10 +54,12 @@ def load_frames(store: Store, min_frames: int) -> tuple[np.ndarray, np.ndarray, 
     return np.concatenate(mels), np.concatenate(mags), spans, ids
 
 
-def loss_fn(log_pred: torch.Tensor, mag: torch.Tensor) -> torch.Tensor:
-    target = mag.clamp_min(LOG_FLOOR).log()
-    l1 = (log_pred - target).abs().mean()
-    sc = spectral_convergence(reference=mag, estimate=log_pred.exp()).mean()
+def loss_fn(log_pred: torch.Tensor, mag: torch.Tensor, floor: float = 1e-2) -> torch.Tensor:
+    """L1 between log(mag + floor) (compressed, floored where nothing is audible) plus the
+    spectral convergence of the linear magnitudes (dominated by the loud bins)."""
+    pred = log_pred.exp()
+    l1 = ((pred + floor).log() - (mag + floor).log()).abs().mean()
+    sc = spectral_convergence(reference=mag, estimate=pred).mean()
     return l1 + sc
 
 
@@ -78,14 +81,14 @@ def stack_utterances(mel: np.ndarray, mag: np.ndarray, spans, floor: float):
 
 @torch.inference_mode()
 def evaluate(model_or_method, cfg: AudioConfig, mel: np.ndarray, mag: np.ndarray, spans,
-             batch_size: int = 16) -> dict[str, float]:
+             batch_size: int = 16, floor: float = 1e-2) -> dict[str, float]:
     """Mean loss, spectral convergence and LSD over whole utterances (padding excluded)."""
-    floor = math.log(cfg.clamp) if cfg.log == "ln" else float(mel.min())
+    mel_floor = math.log(cfg.clamp) if cfg.log == "ln" else float(mel.min())
     order = sorted(range(len(spans)), key=lambda i: spans[i][1])
     spans = [spans[i] for i in order]
     sc, lsd, loss = [], [], []
     for chunk in _batches(spans, len(spans), batch_size):
-        m, g = stack_utterances(mel, mag, chunk, floor)
+        m, g = stack_utterances(mel, mag, chunk, mel_floor)
         if callable(getattr(model_or_method, "forward", None)):
             logp = model_or_method(m)
             est = logp.exp()
@@ -95,7 +98,7 @@ def evaluate(model_or_method, cfg: AudioConfig, mel: np.ndarray, mag: np.ndarray
         for i, (_, n) in enumerate(chunk):
             sc.append(float(spectral_convergence(reference=g[i, :n], estimate=est[i, :n])))
             lsd.append(float(log_spectral_distance(reference=g[i, :n], estimate=est[i, :n])))
-            loss.append(float(loss_fn(logp[i:i + 1, :n], g[i:i + 1, :n])))
+            loss.append(float(loss_fn(logp[i:i + 1, :n], g[i:i + 1, :n], floor)))
     return {"loss": float(np.mean(loss)), "sc": float(np.mean(sc)), "lsd_db": float(np.mean(lsd))}
 
 
@@ -153,8 +156,9 @@ def train_invert(train_store: str | Path, val_store: str | Path, out: str | Path
         history = json.loads(ck["history"])
         best = json.loads(ck["best"])
         start = len(history)
-    baselines = {"pinv": evaluate(pinv, cfg, vmel, vmag, vspans),
-                 "nnls": evaluate(nnls, cfg, vmel, vmag, vspans)}
+    fl = train_cfg.loss_floor
+    baselines = {"pinv": evaluate(pinv, cfg, vmel, vmag, vspans, floor=fl),
+                 "nnls": evaluate(nnls, cfg, vmel, vmag, vspans, floor=fl)}
     lengths = torch.tensor([n for _, n in spans], dtype=torch.float64)
     starts = torch.tensor([s for s, _ in spans])
     crop = train_cfg.crop
@@ -171,7 +175,7 @@ def train_invert(train_store: str | Path, val_store: str | Path, out: str | Path
                 idx = (starts[pick] + off)[:, None] + torch.arange(crop)[None, :]
                 m = torch.from_numpy(mel[idx.numpy()])
                 g = torch.from_numpy(mag[idx.numpy()])
-                loss = loss_fn(model(m), g)
+                loss = loss_fn(model(m), g, train_cfg.loss_floor)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -179,7 +183,7 @@ def train_invert(train_store: str | Path, val_store: str | Path, out: str | Path
                 losses.append(loss.item())
             sched.step()
             model.eval()
-            val = evaluate(model, cfg, vmel, vmag, vspans)
+            val = evaluate(model, cfg, vmel, vmag, vspans, floor=fl)
             history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val": val,
                             "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0})
             if val["loss"] < best["val"]:

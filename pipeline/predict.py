@@ -1,0 +1,48 @@
+"""One file end to end: audio -> mel -> magnitude -> waveform, with a picture and scores."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio import load, write_wav
+from .batching import resolve_device
+from .config import AudioConfig
+from .invert.stage import invert_frames
+from .mel import mel_spectrogram
+from .metrics import MetricError, pesq_wb, stoi
+from .phase.stage import reconstruct
+from .plots import spectrogram_pair
+
+
+def predict(audio: str | Path, out: str | Path, cfg: AudioConfig, *, method: str = "model",
+            weights: str | None = None, algo: str = "fgla", n_iter: int = 100,
+            device: str = "auto") -> dict:
+    """Reconstruct ``audio`` from its mel; writes ``<stem>.wav``, ``.png`` and ``.json`` in ``out``."""
+    audio, out = Path(audio), Path(out)
+    dev = resolve_device(device)
+    y = load(audio, cfg.sample_rate)
+    with torch.inference_mode():
+        mel = mel_spectrogram(torch.from_numpy(y)[None], cfg)[0].T.numpy()
+    model = None
+    if method == "model":
+        from .weights import load_invert_model
+        model = load_invert_model(weights, cfg, dev)
+    mag = invert_frames([mel], cfg, method, model=model, device=dev)
+    rec = reconstruct(mag, [len(y)], cfg, algo, n_iter=n_iter, device=dev)[0]
+    stem = out / audio.stem
+    write_wav(stem.with_suffix(".wav"), rec, cfg.sample_rate)
+    spectrogram_pair(y, rec, cfg.sample_rate, stem.with_suffix(".png"),
+                     f"{audio.name}: {method} + {algo} {n_iter}")
+    scores: dict = {"input": str(audio), "output": str(stem.with_suffix(".wav")), "config": cfg.name,
+                    "method": method, "algo": algo, "iters": n_iter}
+    for name, fn in (("pesq_wb", pesq_wb), ("stoi", stoi)):
+        try:
+            scores[name] = round(fn(reference=y, estimate=rec, sample_rate=cfg.sample_rate), 4)
+        except MetricError as exc:
+            scores[name] = None
+            scores[f"{name}_error"] = str(exc)
+    stem.with_suffix(".json").write_text(json.dumps(scores, indent=1) + "\n")
+    return scores

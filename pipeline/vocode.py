@@ -1,0 +1,231 @@
+"""``pipeline vocode``: a folder (or file) of TTS mels -> wavs, = invert + phase without a store.
+
+Mels are ``.npy``, ``.npz`` (one array, or key ``mel``/``feats``) or ``.pt`` (a tensor, or a
+dict with key ``mel``; loaded with ``weights_only=True``), shaped ``(n_mels, T)``,
+``(1, n_mels, T)`` or ``(T, n_mels)``. Every file is checked against the declared convention
+(shape, dtype, value range of the log scale) before any work; a file that contradicts it is an
+error that names the file and what to change. The report CSV has a round-trip check: the mel
+re-extracted from the output with the same convention, compared with the input.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio import write_wav
+from .batching import resolve_device
+from .config import AudioConfig
+from .manifest import Failure
+from .mel import compress, mel_spectrogram
+from .parallel import run_tasks, threads_per_worker
+from .results import write_failures
+
+MEL_EXTENSIONS = (".npy", ".npz", ".pt")
+
+
+class MelError(ValueError):
+    """A mel file contradicts the declared convention; the message says what to change."""
+
+
+@dataclass
+class VocodeResult:
+    out: Path
+    done: int = 0
+    skipped: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    report: Path | None = None
+    failures_csv: Path | None = None
+    mel_l1_mean: float = math.nan
+    seconds: float = 0.0
+    audio_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def _read_array(path: Path) -> np.ndarray:
+    try:
+        if path.suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                keys = list(z.keys())
+                key = next((k for k in ("mel", "feats", "spec") if k in keys), None)
+                if key is None and len(keys) == 1:
+                    key = keys[0]
+                if key is None:
+                    raise MelError(f"{path}: .npz holds {keys}; store one array or name it 'mel'")
+                return z[key]
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(obj, dict):
+            obj = obj.get("mel", obj.get("feats"))
+        if not isinstance(obj, torch.Tensor):
+            raise MelError(f"{path}: .pt must hold a tensor or a dict with key 'mel'")
+        return obj.float().numpy() if obj.is_floating_point() else obj.numpy()
+    except MelError:
+        raise
+    except Exception as exc:  # damaged file, pickle refused, wrong format
+        raise MelError(f"{path}: cannot read mel ({type(exc).__name__}: {exc})") from exc
+
+
+def expected_range(cfg: AudioConfig) -> tuple[float, float]:
+    """Plausible (min, max) of compressed mel values under ``cfg`` (with a margin)."""
+    lo = float(compress(torch.tensor(cfg.clamp), cfg))
+    hi = float(compress(torch.tensor(1e4 if cfg.power == 1 else 1e8), cfg))
+    margin = 0.05 * (hi - lo) if cfg.log != "none" else 0.0
+    return lo - margin, hi
+
+
+def load_mel(path: str | Path, cfg: AudioConfig) -> np.ndarray:
+    """Read and check one mel file; returns ``[T, n_mels]`` float32 (compressed as ``cfg``)."""
+    path = Path(path)
+    a = _read_array(path)
+    if a.dtype.kind in "iub":
+        raise MelError(f"{path}: mel has integer dtype {a.dtype}; mels are float (log-)magnitudes. "
+                       "Convert the file (was it quantised?) before vocoding")
+    if a.ndim == 3 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim != 2:
+        raise MelError(f"{path}: mel shape {a.shape}; expected (n_mels, T), (1, n_mels, T) or "
+                       f"(T, n_mels) with n_mels={cfg.n_mels}")
+    M = cfg.n_mels
+    if a.shape[0] == M and a.shape[1] == M:
+        raise MelError(f"{path}: shape {a.shape} is ambiguous (T == n_mels == {M}); save it as "
+                       "(1, n_mels, T)")
+    if a.shape[0] == M:
+        a = a.T
+    elif a.shape[1] != M:
+        raise MelError(f"{path}: mel shape {a.shape} has no axis of n_mels={M} "
+                       f"(preset {cfg.name}); pass --n-mels {min(a.shape)} or the right --preset")
+    if a.shape[0] < 2:
+        raise MelError(f"{path}: only {a.shape[0]} frame(s)")
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if not np.isfinite(a).all():
+        raise MelError(f"{path}: mel contains NaN or Inf values")
+    lo, hi = expected_range(cfg)
+    mn, mx = float(a.min()), float(a.max())
+    narrow = cfg.log == "db" and mx - mn < 25      # a dB mel of speech spans far more than 25 dB
+    if mn < lo - 1e-3 or mx > hi or narrow:
+        hint = _guess_log(mn, mx)
+        raise MelError(f"{path}: values in [{mn:.2f}, {mx:.2f}] do not fit log={cfg.log!r} with "
+                       f"clamp={cfg.clamp:g} (expected within [{lo:.2f}, {hi:.2f}])"
+                       + (f"; they look like {hint}: pass --log {hint.split()[0]} or the matching "
+                          "--preset" if hint else "; check --log and --clamp"))
+    return a
+
+
+def _guess_log(mn: float, mx: float) -> str:
+    if mn >= 0 and mx > 1:
+        return "none (linear mel)"
+    if mn < -20 and mx <= 40:
+        return "db (decibels)"
+    if -6 <= mn and mx < 5:
+        return "log10"
+    if -14 <= mn and mx < 8:
+        return "ln (natural log)"
+    return ""
+
+
+def n_samples_for(n_frames: int, cfg: AudioConfig) -> int:
+    """The signal length whose STFT has ``n_frames`` frames under ``cfg``."""
+    return (n_frames - 1) * cfg.hop_length if cfg.center else n_frames * cfg.hop_length
+
+
+def find_mels(src: str | Path) -> tuple[list[tuple[str, Path]], Path]:
+    src = Path(src)
+    if src.is_file():
+        return [(src.stem, src)], src.parent
+    if not src.is_dir():
+        raise MelError(f"{src}: no such file or folder")
+    files = sorted(p for p in src.rglob("*") if p.suffix in MEL_EXTENSIONS and p.is_file())
+    if not files:
+        raise MelError(f"{src}: no mel files ({', '.join(MEL_EXTENSIONS)}) found")
+    return [(p.relative_to(src).with_suffix("").as_posix(), p) for p in files], src
+
+
+def vocode_files(items: list[tuple[str, str]], out_dir: str, cfg_dict: dict, method: str,
+                 weights: str | None, algo: str, n_iter: int, device: str, threads: int,
+                 batch_frames: int) -> dict:
+    """Worker task: check, invert, reconstruct and round-trip a list of (id, path)."""
+    from .invert.stage import invert_frames
+    from .phase.stage import reconstruct
+
+    torch.set_num_threads(threads)
+    cfg = AudioConfig.from_dict(cfg_dict)
+    dev = resolve_device(device)
+    model = None
+    if method == "model":
+        from .weights import load_invert_model
+        model = load_invert_model(weights, cfg, dev)
+    rows, failures, mels, ids = [], [], [], []
+    for uid, path in items:
+        try:
+            mels.append(load_mel(path, cfg))
+            ids.append((uid, path))
+        except MelError as exc:
+            failures.append(Failure(uid, path, "vocode", str(exc)))
+    if not mels:
+        return {"rows": rows, "failures": failures}
+    mags = invert_frames(mels, cfg, method, model=model, device=dev, batch_frames=batch_frames)
+    lengths = [n_samples_for(m.shape[0], cfg) for m in mels]
+    waves = reconstruct(mags, lengths, cfg, algo, n_iter=n_iter, device=dev, batch_frames=batch_frames)
+    for (uid, path), mel, y in zip(ids, mels, waves):
+        write_wav(Path(out_dir) / f"{uid}.wav", y, cfg.sample_rate)
+        with torch.inference_mode():
+            again = mel_spectrogram(torch.from_numpy(y)[None], cfg)[0].T.numpy()
+        T = min(len(again), len(mel))
+        rows.append({"id": uid, "source": path, "n_frames": mel.shape[0],
+                     "seconds": round(len(y) / cfg.sample_rate, 4),
+                     "roundtrip_mel_l1": float(np.abs(again[:T] - mel[:T]).mean())})
+    return {"rows": rows, "failures": failures}
+
+
+def vocode(src: str | Path, out: str | Path, cfg: AudioConfig, *, method: str = "model",
+           weights: str | None = None, algo: str = "fgla", n_iter: int = 100,
+           device: str = "auto", workers: int = 1, files_per_task: int = 16,
+           batch_frames: int = 4000, progress: bool = True) -> VocodeResult:
+    """Vocode every mel under ``src`` into ``out/<id>.wav``; existing wavs are kept (resume)."""
+    t0 = time.perf_counter()
+    items, _ = find_mels(src)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if method == "model":
+        from .weights import load_invert_model, pick_for
+        weights = weights or pick_for(cfg, "PInvConvSkip")
+        load_invert_model(weights, cfg)          # fail early, naming a mismatching field
+    todo = [(u, str(p)) for u, p in items if not (out / f"{u}.wav").exists()]
+    res = VocodeResult(out=out, skipped=len(items) - len(todo))
+    if device != "cpu" and resolve_device(device).type == "cuda":
+        workers = 1
+    threads = threads_per_worker(workers)
+    tasks = [(k, (todo[k:k + files_per_task], str(out), cfg.to_dict(), method, weights, algo,
+                  n_iter, device, threads, batch_frames)) for k in range(0, len(todo), files_per_task)]
+    rows = []
+    for r in run_tasks(vocode_files, tasks, workers=workers, desc=f"vocode ({method}+{algo})",
+                       progress=progress):
+        if r.error:
+            res.failures += [Failure(u, p, "vocode", f"task failed: {r.error}")
+                             for u, p in todo[r.key:r.key + files_per_task]]
+        else:
+            rows += r.value["rows"]
+            res.failures += r.value["failures"]
+    rows.sort(key=lambda r: r["id"])
+    res.done = len(rows)
+    res.audio_seconds = sum(r["seconds"] for r in rows)
+    if rows:
+        res.mel_l1_mean = float(np.mean([r["roundtrip_mel_l1"] for r in rows]))
+        res.report = out / "vocode-report.csv"
+        with res.report.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    res.failures_csv = write_failures(res.failures, out / "failures.csv")
+    res.seconds = time.perf_counter() - t0
+    return res
