@@ -51,29 +51,40 @@ def reconstruct(mags: list[np.ndarray], n_samples: list[int], cfg: AudioConfig, 
 def phase_shard(store_path: str, name: str, out_dir: str, algo: str, n_iter: int, source: str,
                 init: str, device: str, batch_frames: int, threads: int, seed: int,
                 extra: dict) -> dict:
+    """Worker task. Buckets are formed over all of the shard's utterances, whatever already
+    exists, and a bucket with any wav missing is recomputed whole: a resumed run computes
+    exactly what an uninterrupted one does."""
     torch.set_num_threads(threads)
     store = Store(store_path)
     cfg = store.config
     out = Path(out_dir)
-    todo = [e for e in store.entries(name) if not wav_path(out, e.id).exists()]
-    if not todo:
+    entries = store.entries(name)
+    if all(wav_path(out, e.id).exists() for e in entries):
         return {"n": 0, "seconds": 0.0, "failures": []}
     data = store.read_array(name, SOURCES[source])
-    failures, good, mags = [], [], []
-    for e in todo:
+    failures, good = [], []
+    for e in entries:
         m = data[e.offset:e.offset + e.n_frames]
         if not np.isfinite(m).all() or (m < 0).any():
             failures.append(Failure(e.id, e.source, "phase", f"{store_path}: magnitude of {e.id} "
                                     "has NaN/Inf or negative values; re-run `pipeline invert`"))
+        else:
+            good.append(e)
+    dev = resolve_device(device)
+    done = 0
+    for group in buckets([e.n_frames for e in good], batch_frames):
+        items = [good[i] for i in group]
+        if all(wav_path(out, e.id).exists() for e in items):
             continue
-        good.append(e)
-        mags.append(m)
-    waves = reconstruct(mags, [e.n_samples for e in good], cfg, algo, n_iter=n_iter, init=init,
-                        device=resolve_device(device), batch_frames=batch_frames, seed=seed, **extra)
-    for e, y in zip(good, waves):
-        write_wav(wav_path(out, e.id), y, cfg.sample_rate)
-    return {"n": len(good), "seconds": sum(e.n_samples for e in good) / cfg.sample_rate,
-            "failures": failures}
+        waves = reconstruct([data[e.offset:e.offset + e.n_frames] for e in items],
+                            [e.n_samples for e in items], cfg, algo, n_iter=n_iter, init=init,
+                            device=dev, batch_frames=batch_frames, seed=seed, **extra)
+        for e, y in zip(items, waves):
+            if not wav_path(out, e.id).exists():
+                write_wav(wav_path(out, e.id), y, cfg.sample_rate)
+                done += 1
+    secs = sum(e.n_samples for e in good) / cfg.sample_rate
+    return {"n": done, "seconds": secs, "failures": failures}
 
 
 def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *, n_iter: int = 100,
@@ -95,6 +106,8 @@ def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *, n_
                          f"'{SOURCES[source]}' yet; run `{step}` first")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.rglob(".tmp-*.wav"):     # left by a run killed mid-write
+        stale.unlink(missing_ok=True)
     if device != "cpu" and resolve_device(device).type == "cuda":
         workers = 1
     todo = [n for n in store.shard_names()

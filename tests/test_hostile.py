@@ -1,0 +1,109 @@
+"""Hostile input: each case gives a clear message naming the item, and nothing else is lost."""
+import json
+import pickle
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from pipeline.config import load_config
+from pipeline.extract import extract
+from pipeline.invert import invert
+from pipeline.phase import phase
+from pipeline.score import score
+from pipeline.store import Store, StoreError
+from pipeline import weights as W
+
+
+@pytest.fixture()
+def messy_corpus(tmp_path, wav_corpus):
+    d = tmp_path / "my corpus ünïcode"
+    (d / "sub dir").mkdir(parents=True)
+    for u in wav_corpus[:2]:
+        shutil.copy(u.path, d / "sub dir" / f"été {u.id.split('/')[-1]}.wav")
+    shutil.copy(wav_corpus[2].path, d / "日本語 file.wav")
+    (d / "header.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 8)
+    (d / "zero.wav").write_bytes(b"")
+    (d / "looks_like_file.wav").mkdir()
+    sf.write(d / "silence.wav", np.zeros(16000, np.float32), 16000)
+    return d
+
+
+def test_messy_folder_end_to_end(tmp_path, messy_corpus):
+    store = tmp_path / "out dir" / "s t.zarr"
+    res = extract(messy_corpus, store, load_config("mel80-16k"), progress=False)
+    reasons = {f.id: f.reason for f in res.failures}
+    assert set(reasons) == {"header", "zero", "looks_like_file"}
+    assert "is a directory" in reasons["looks_like_file"]
+    assert "empty file" in reasons["zero"]
+    assert all(str(messy_corpus) in r for r in reasons.values())
+    ids = sorted(e.id for e in Store(store).all_entries())
+    assert "日本語 file" in ids and "silence" in ids and len(ids) == 4
+    assert invert(store, "pinv", progress=False).ok
+    wavs = tmp_path / "wavs ü"
+    ph = phase(store, wavs, "fgla", n_iter=20, progress=False)
+    assert ph.ok and (wavs / "sub dir").is_dir()
+    sc = score(wavs, tmp_path / "r.csv", store, ["pesq_wb", "stoi"], progress=False)
+    rows = {r["id"]: r for r in sc.rows}
+    assert "silent" in rows["silence"]["error"] and np.isnan(rows["silence"]["pesq_wb"])
+    assert rows["日本語 file"]["pesq_wb"] > 2.0
+
+
+def test_cli_exit_codes_and_messages(tmp_path, messy_corpus):
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "extract", str(messy_corpus),
+                        "--out", str(tmp_path / "s.zarr"), "-q"], capture_output=True, text=True)
+    assert r.returncode == 1
+    assert "3 item(s) failed" in r.stderr and "failures.csv" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "invert", str(tmp_path / "nope.zarr")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "not a pipeline store" in r.stderr
+
+
+def test_truncated_zarr_chunk_is_reported(tmp_path, store80):
+    s = tmp_path / "s.zarr"
+    shutil.copytree(store80, s)
+    store = Store(s)
+    victim = store.shard_names()[1]
+    chunk = next(p for p in (s / "shards" / victim / "mel").rglob("*") if p.is_file()
+                 and p.name != "zarr.json")
+    chunk.write_bytes(chunk.read_bytes()[:10])
+    with pytest.raises(StoreError, match=f"shard {victim}/mel is damaged"):
+        store.read_array(victim, "mel")
+    res = invert(s, "pinv", progress=False)
+    bad = {f.id for f in res.failures}
+    assert bad == {e.id for e in store.entries(victim)}
+    assert all("damaged" in f.reason for f in res.failures)
+    assert res.done == 14 - len(bad)           # the other shards are inverted
+
+
+def test_weights_bad_checksum_and_pickle(tmp_path):
+    from pipeline.config import AudioConfig
+    from pipeline.invert.model import PInvConvSkip
+    cfg = AudioConfig()
+    m = PInvConvSkip(cfg)
+    path = W.save(m.state_dict(), m.card(), tmp_path / "w.pt")
+    model = W.load_invert_model(path, cfg)
+    assert not model.training
+    with open(path, "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(W.WeightsError, match="checksum mismatch"):
+        W.load_invert_model(path, cfg)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"state": Evil()}, evil)
+    card = json.loads(path.with_suffix(".json").read_text())
+    card["sha256"] = W.sha256(evil)
+    evil.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(W.WeightsError, match="weights_only"):
+        W.load_invert_model(evil, cfg)
+    with pytest.raises(W.WeightsError, match="n_mels: 80 != 250"):
+        W.load_invert_model(W.save(m.state_dict(), m.card(), tmp_path / "ok.pt"),
+                            load_config("mel250-16k"))
