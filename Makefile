@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO   ?= demo-out
 
-.PHONY: demo test setup system bench train-corpora clean
+.PHONY: demo test setup system bench train-weights clean
 
 setup: system $(STAMP)
 
@@ -28,10 +28,9 @@ bench: setup
 	$(PY) benchmarks/extract.py
 	$(PY) benchmarks/phase.py
 
-# Training corpora (asterisk G.722 prompts), decoded to wav + manifests.
-train-corpora: setup
-	bash scripts/install-debian.sh asterisk-core-sounds-en-g722 asterisk-core-sounds-fr-g722 asterisk-core-sounds-es-g722
-	$(VENV)/bin/pipeline prepare asterisk --out data/asterisk
+# Reproduce the shipped weights (training corpora, stores, training; ~15 min per config).
+train-weights: setup
+	bash scripts/train-weights.sh
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -20,6 +20,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
                        "--score--> report.csv")
 train_app = typer.Typer(no_args_is_help=True, help="Train the learned models.")
 app.add_typer(train_app, name="train")
+cluster_app = typer.Typer(no_args_is_help=True, help="SLURM cluster profiles (dask-jobqueue).")
+app.add_typer(cluster_app, name="cluster")
 console = Console(stderr=True)
 
 
@@ -80,21 +82,23 @@ def manifest(
 
 @app.command()
 def prepare(
-    corpus: str = typer.Argument(..., help="pocketsphinx (test/demo corpus) or asterisk (training)."),
+    corpus: str = typer.Argument(..., help="pocketsphinx (test/demo corpus), asterisk or kde "
+                                 "(training: asterisk G.722 prompts; klettres + ktuberling words)."),
     out: Path = typer.Option(Path("data"), "--out", "-o",
-                             help="pocketsphinx: manifest path; asterisk: folder for wavs + manifests."),
+                             help="pocketsphinx: manifest path; asterisk/kde: folder for manifests (+ wavs)."),
     languages: str = typer.Option("en,fr,es", help="asterisk: comma-separated languages."),
 ) -> None:
     """Corpus recipes: locate the Debian-packaged corpora and write manifests."""
-    from .manifest import prepare_asterisk, prepare_pocketsphinx
+    from .manifest import prepare_asterisk, prepare_kde, prepare_pocketsphinx
 
     try:
         if corpus == "pocketsphinx":
             path = out if out.suffix == ".jsonl" else out / "pocketsphinx.jsonl"
             utts = prepare_pocketsphinx(path)
             console.print(f"{len(utts)} utterances -> {path}")
-        elif corpus == "asterisk":
-            paths = prepare_asterisk(out, languages.split(","))
+        elif corpus in ("asterisk", "kde"):
+            paths = (prepare_asterisk(out, languages.split(",")) if corpus == "asterisk"
+                     else prepare_kde(out))
             for name, p in paths.items():
                 console.print(f"{name}: {sum(1 for _ in open(p))} utterances -> {p}")
         else:
@@ -379,6 +383,19 @@ def info(store: Path = typer.Argument(..., help="A store written by `pipeline ex
         print(f"{'extract' if marker == 'complete' else 'invert':10} "
               f"{len(s.shard_names()) - len(todo)}/{len(s.shard_names())} shards complete")
     print(f"failures   {len(s.failures())}")
+
+
+@cluster_app.command("script")
+def cluster_script(
+    profile: str = typer.Option("slurm-local", help="configs/cluster-NAME.toml or a TOML path."),
+) -> None:
+    """Print the SLURM job script dask-jobqueue would submit for a profile."""
+    from .cluster import job_script
+
+    try:
+        print(job_script(profile))
+    except _errors() as exc:
+        _fail(str(exc))
 
 
 def main() -> None:

@@ -119,7 +119,7 @@ def extract(inputs: list[str | Path] | str | Path, out: str | Path, config: Audi
     else:
         store = Store.create(out, config, plan, source)
     todo = [i for i in range(len(plan)) if not store.is_complete(shard_name(i))]
-    threads = threads_per_worker(workers if cluster == "local" else 1)
+    threads = threads_per_worker(workers, cluster, profile)
     tasks = [(i, (str(out), i, plan[i], config.to_dict(), with_mag, threads)) for i in todo]
     res = StageResult(store=out, skipped_shards=len(plan) - len(todo))
     results = run_tasks(extract_shard, tasks, workers=workers, cluster=cluster, profile=profile,

@@ -23,6 +23,8 @@ POCKETSPHINX_DIR = Path("/usr/share/pocketsphinx/test/data")
 # The utterances of pocketsphinx-testdata: 10 wav files and 4 headerless 16 kHz int16 files.
 POCKETSPHINX_RAW = ("goforward.raw", "numbers.raw", "something.raw", "tidigits/dhd.2934z.raw")
 ASTERISK_DIR = Path("/usr/share/asterisk/sounds")
+KDE_DIRS = {"klettres": (Path("/usr/share/klettres"), "klettres-data"),
+            "ktuberling": (Path("/usr/share/ktuberling/sounds"), "ktuberling-data")}
 ASTERISK_VOICES = {"en": "en_US_f_Allison", "fr": "fr_CA_f_June", "es": "es_MX_f_Allison"}
 
 
@@ -223,3 +225,25 @@ def prepare_asterisk(out_dir: str | Path, languages: Iterable[str] = ("en", "fr"
     for u in utts:
         splits[split_of(u.id, val_fraction)].append(u)
     return {name: write_manifest(us, out_dir / f"asterisk-{name}.jsonl") for name, us in splits.items()}
+
+
+def prepare_kde(out_dir: str | Path, val_fraction: float = 0.05, min_duration: float = 0.3
+                ) -> dict[str, Path]:
+    """Recorded words of klettres-data and ktuberling-data (ogg, many speakers and languages,
+    mostly 44.1 kHz): train/val manifests pointing at the installed files (extract resamples).
+    """
+    files = []
+    for name, (root, package) in KDE_DIRS.items():
+        _need(root, package)
+        files += [(f"{name}/{p.relative_to(root).with_suffix('').as_posix()}", p)
+                  for p in sorted(root.rglob("*.ogg"))]
+    utts, fails = [], []
+    for uid, p in files:
+        u, f = describe(p, uid)
+        (utts if u else fails).append(u or f)
+    utts = [u for u in utts if (u.duration or 0) >= min_duration]
+    out_dir = Path(out_dir)
+    splits = {"train": [], "val": []}
+    for u in utts:
+        splits[split_of(u.id, val_fraction)].append(u)
+    return {name: write_manifest(us, out_dir / f"kde-{name}.jsonl") for name, us in splits.items()}

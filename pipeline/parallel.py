@@ -24,7 +24,11 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def threads_per_worker(workers: int) -> int:
+def threads_per_worker(workers: int, cluster: str = "local", profile: str | None = None) -> int:
+    """torch threads per task: local cores / workers, or a SLURM job's cores / processes."""
+    if cluster == "slurm":
+        from .cluster import load_profile, worker_threads
+        return worker_threads(load_profile(profile))
     return max(1, cpu_count() // max(1, workers))
 
 

@@ -98,7 +98,7 @@ def invert(store_path: str | Path, method: str = "pinv", *, weights: str | None 
         same = done.get("method") == method and done.get("weights") == weights
         if overwrite or not (done.get("complete") and same):
             todo.append(name)
-    threads = threads_per_worker(workers if cluster == "local" else 1)
+    threads = threads_per_worker(workers, cluster, profile)
     tasks = [(n, (str(store_path), n, method, weights, device, batch_frames, threads, n_iter))
              for n in todo]
     res = StageResult(store=Path(store_path), skipped_shards=len(store.shard_names()) - len(todo))

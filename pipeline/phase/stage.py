@@ -112,7 +112,7 @@ def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *, n_
         workers = 1
     todo = [n for n in store.shard_names()
             if any(not wav_path(out, e.id).exists() for e in store.entries(n))]
-    threads = threads_per_worker(workers if cluster == "local" else 1)
+    threads = threads_per_worker(workers, cluster, profile)
     tasks = [(n, (str(store_path), n, str(out), algo, n_iter, source, init, device, batch_frames,
                   threads, seed, extra)) for n in todo]
     res = StageResult(store=out, skipped_shards=len(store.shard_names()) - len(todo))
