@@ -19,7 +19,8 @@ import numpy as np
 
 from pipeline.config import load_config
 from pipeline.extract import extract
-from pipeline.manifest import Utterance, prepare_pocketsphinx, write_manifest
+from _corpus import repeated
+from pipeline.manifest import write_manifest
 
 
 def librosa_loop(utts, cfg):
@@ -40,9 +41,7 @@ def main():
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     a = ap.parse_args()
     cfg = load_config("mel80-16k")
-    base = prepare_pocketsphinx()
-    utts = [Utterance(f"r{k}/{u.id}", u.path, u.sample_rate, u.channels, u.num_samples, u.duration)
-            for k in range(a.repeat) for u in base]
+    utts = repeated(a.repeat)
     audio_s = sum(u.duration for u in utts)
     with tempfile.TemporaryDirectory() as tmp:
         man = write_manifest(utts, Path(tmp) / "m.jsonl")

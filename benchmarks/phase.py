@@ -18,10 +18,8 @@ import numpy as np
 import torch
 from pesq import pesq
 
-from pipeline.audio import load
+from _corpus import true_magnitudes
 from pipeline.config import load_config
-from pipeline.manifest import prepare_pocketsphinx
-from pipeline.mel import ragged_batch, stft
 from pipeline.phase import reconstruct
 
 
@@ -31,12 +29,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
     cfg = load_config("mel80-16k")
-    ys = [load(u.path, 16000) for u in prepare_pocketsphinx()]
-    audio_s = sum(len(y) for y in ys) / 16000
-    batch, n = ragged_batch(ys, cfg)
-    full = stft(batch, cfg, padded=True).abs().transpose(1, 2).numpy()
-    mags = [full[i, :k] for i, k in enumerate(n)]
-    lengths = [len(y) for y in ys]
+    ys, mags, lengths, audio_s = true_magnitudes(cfg)
     reconstruct(mags[:2], lengths[:2], cfg, "fgla", n_iter=2)            # warm-up
     ours_t, lib_t = [], []
     for _ in range(a.repeats):

@@ -179,8 +179,10 @@ def phase(
     iters: int = typer.Option(100, "--iters", "-n", min=0, help="Iterations."),
     source: str = typer.Option("mag", help="mag (from invert) or true (stored true magnitude: "
                                "phase-only evaluation)."),
-    init: str = typer.Option("zeros", help="Initial phase: zeros or random."),
+    init: str = typer.Option("zeros", help="Initial phase: zeros, random, or pghi (phase-gradient "
+                             "integration: better start, fewer iterations needed)."),
     momentum: float = typer.Option(0.99, help="FGLA momentum."),
+    weights: Optional[str] = typer.Option(None, help="DeGLI weights (default: shipped, matching the store)."),
     device: Device = typer.Option(Device.auto, help="auto picks CUDA when available."),
     batch_frames: int = typer.Option(4000, "--batch-frames", help="Padded frames per batch."),
     seed: int = typer.Option(0, help="Seed of the random initial phase."),
@@ -193,6 +195,8 @@ def phase(
     from .phase import phase as run
 
     extra = {"momentum": momentum} if algo == "fgla" else {}
+    if algo == "degli":
+        extra = {"weights": weights}
     try:
         res = run(store, out, algo, n_iter=iters, source=source, init=init, device=device.value,
                   workers=workers, batch_frames=batch_frames, seed=seed, cluster=cluster.value,
@@ -295,7 +299,7 @@ def vocode(
     except (*_errors(), MelError, WeightsError, ValueError) as exc:
         _fail(str(exc))
     console.print(f"[green]vocoded[/] {res.done} file(s) ({res.audio_seconds:.1f} s of audio) in "
-                  f"{res.seconds:.1f} s, {res.skipped} already done -> {res.out}")
+                  f"{res.seconds:.1f} s, {res.skipped} already done -> {res.store}")
     if res.report:
         console.print(f"round trip: mean |mel(out) - mel(in)| = {res.mel_l1_mean:.3f} "
                       f"({cfg.log} units); per file in {res.report}")
@@ -328,6 +332,28 @@ def predict(
     except (*_errors(), WeightsError, ValueError) as exc:
         _fail(str(exc))
     print(json.dumps(res, indent=1))
+
+
+@train_app.command("degli")
+def train_degli(
+    train: Path = typer.Option(..., "--train", help="Training store (its source audio is read)."),
+    val: Path = typer.Option(..., "--val", help="Validation store."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder; its name names the weights."),
+    epochs: int = typer.Option(12),
+    steps: int = typer.Option(100, help="Steps per epoch."),
+    channels: int = typer.Option(12, help="Width of the residual net."),
+    seed: int = typer.Option(0),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Train the DeGLI residual network (denoising of noisy true STFTs)."""
+    from .phase.degli import DeGLIConfig, DeGLITrainConfig, train_degli as run
+
+    try:
+        card = run(train, val, out, DeGLITrainConfig(epochs=epochs, steps_per_epoch=steps, seed=seed),
+                   DeGLIConfig(channels=channels), progress=not quiet)
+    except (*_errors(), ValueError) as exc:
+        _fail(str(exc))
+    console.print(f"best epoch {card['best_epoch']}: {card['validation']} -> {out / (out.name + '.pt')}")
 
 
 @train_app.command("invert")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ from .config import AudioConfig
 from .manifest import Failure
 from .mel import compress, mel_spectrogram
 from .parallel import run_tasks, threads_per_worker
-from .results import write_failures
+from .results import StageResult, write_failures
 
 MEL_EXTENSIONS = (".npy", ".npz", ".pt")
 
@@ -34,20 +34,11 @@ class MelError(ValueError):
 
 
 @dataclass
-class VocodeResult:
-    out: Path
-    done: int = 0
+class VocodeResult(StageResult):
+    """A stage result (``store`` is the output folder) with the round-trip report."""
     skipped: int = 0
-    failures: list[Failure] = field(default_factory=list)
     report: Path | None = None
-    failures_csv: Path | None = None
     mel_l1_mean: float = math.nan
-    seconds: float = 0.0
-    audio_seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures
 
 
 def _read_array(path: Path) -> np.ndarray:
@@ -201,7 +192,7 @@ def vocode(src: str | Path, out: str | Path, cfg: AudioConfig, *, method: str = 
         weights = weights or pick_for(cfg, "PInvConvSkip")
         load_invert_model(weights, cfg)          # fail early, naming a mismatching field
     todo = [(u, str(p)) for u, p in items if not (out / f"{u}.wav").exists()]
-    res = VocodeResult(out=out, skipped=len(items) - len(todo))
+    res = VocodeResult(store=out, skipped=len(items) - len(todo))
     if device != "cpu" and resolve_device(device).type == "cuda":
         workers = 1
     threads = threads_per_worker(workers)

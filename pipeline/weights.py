@@ -122,3 +122,25 @@ def load_invert_model(name_or_path: str | Path | None, config: AudioConfig,
     model = PInvConvSkip(audio, ModelConfig(**card["model"]))
     model.load_state_dict(state)
     return model.to(device).eval()
+
+
+_DEGLI_CACHE: dict = {}
+
+
+def load_degli(name_or_path: str | Path | None, config: AudioConfig,
+               device: torch.device | str = "cpu"):
+    """The DeGLI residual net for ``config`` (cached per process: phase calls it per bucket)."""
+    from .phase.degli import DeGLIConfig, DeGLINet
+
+    name_or_path = name_or_path or pick_for(config, "DeGLI")
+    key = (str(name_or_path), config, str(device))
+    if key not in _DEGLI_CACHE:
+        state, card = load_state(name_or_path)
+        diff = AudioConfig.from_dict(card["audio"]).diff(config)
+        if diff:
+            raise WeightsError(f"DeGLI weights {name_or_path} were trained on another audio "
+                               f"config: {'; '.join(diff)}")
+        net = DeGLINet(AudioConfig.from_dict(card["audio"]), DeGLIConfig(**card["model"]))
+        net.load_state_dict(state)
+        _DEGLI_CACHE[key] = net.to(device).eval()
+    return _DEGLI_CACHE[key]

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipeline.config import load_config
 from pipeline.extract import extract
-from pipeline.manifest import POCKETSPHINX_DIR, prepare_pocketsphinx, read_manifest
+from pipeline.manifest import POCKETSPHINX_DIR, read_manifest
+from pipeline.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFEST = REPO / "manifests" / "pocketsphinx.jsonl"
@@ -38,3 +40,23 @@ def store80(tmp_path_factory, corpus_manifest):
                   shard_seconds=12.0, progress=False)
     assert res.ok, res.failures
     return out
+
+
+def snapshot(path: Path, arrays=("mel", "mag_true")) -> dict:
+    """Every shard's arrays and attributes: two stores are identical when snapshots are."""
+    s = Store(path)
+    out = {}
+    for n in s.shard_names():
+        g = s.shard_group(n)
+        out[n] = ({k: np.asarray(g[k][...]) for k in arrays if k in g}, dict(g.attrs))
+    return out
+
+
+def assert_same_store(a: Path, b: Path) -> None:
+    sa, sb = snapshot(a), snapshot(b)
+    assert sa.keys() == sb.keys()
+    for n in sa:
+        assert sa[n][0].keys() == sb[n][0].keys()
+        for k in sa[n][0]:
+            np.testing.assert_array_equal(sa[n][0][k], sb[n][0][k], err_msg=f"{n}/{k}")
+        assert sa[n][1] == sb[n][1]

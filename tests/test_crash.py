@@ -11,6 +11,7 @@ import numpy as np
 import soundfile as sf
 
 from pipeline.store import Store
+from conftest import assert_same_store
 
 PIPELINE = [sys.executable, "-m", "pipeline.cli"]
 
@@ -45,15 +46,6 @@ def complete_shards(path: Path) -> int:
         return 0
 
 
-def snapshot(path: Path):
-    s = Store(path)
-    out = {}
-    for n in s.shard_names():
-        g = s.shard_group(n)
-        out[n] = ({k: np.asarray(g[k][...]) for k in ("mel", "mag_true")}, dict(g.attrs))
-    return out
-
-
 def test_sigkill_extract_then_resume(tmp_path, corpus_manifest, corpus):
     ref, out = tmp_path / "ref.zarr", tmp_path / "run.zarr"
     common = ["--with-mag", "--shard-seconds", "3", "-q"]
@@ -63,12 +55,7 @@ def test_sigkill_extract_then_resume(tmp_path, corpus_manifest, corpus):
               lambda: complete_shards(out) >= 2)
     assert complete_shards(out) < total
     run("extract", corpus_manifest, "--out", out, *common)
-    a, b = snapshot(ref), snapshot(out)
-    assert a.keys() == b.keys()
-    for n in a:
-        for k in a[n][0]:
-            np.testing.assert_array_equal(a[n][0][k], b[n][0][k])
-        assert a[n][1] == b[n][1]
+    assert_same_store(ref, out)
     ids = [e.id for e in Store(out).all_entries()]
     assert sorted(ids) == sorted(u.id for u in corpus) and len(ids) == len(set(ids))
 

@@ -17,15 +17,19 @@ from .stft import FramePair
 EPS = 1e-12
 
 
-def initial_phase(mag: torch.Tensor, init: str = "zeros", generator: torch.Generator | None = None
-                  ) -> torch.Tensor:
-    """Unit-modulus complex ``[B, T, F]``: ``zeros`` (phase 0) or ``random`` (uniform)."""
+def initial_phase(mag: torch.Tensor, init: str = "zeros", generator: torch.Generator | None = None,
+                  cfg: AudioConfig | None = None) -> torch.Tensor:
+    """Unit-modulus complex ``[B, T, F]``: ``zeros`` (phase 0), ``random`` (uniform) or
+    ``pghi`` (phase-gradient integration along time, :mod:`pipeline.phase.init`)."""
+    if init == "pghi":
+        from .init import pghi_time
+        return pghi_time(mag, cfg)
     if init == "zeros":
         return torch.ones_like(mag, dtype=torch.complex64 if mag.dtype == torch.float32 else torch.complex128)
     if init == "random":
         ph = torch.rand(mag.shape, generator=generator, device="cpu", dtype=mag.dtype).to(mag.device)
         return torch.polar(torch.ones_like(mag), 2 * math.pi * ph)
-    raise ValueError(f"unknown init {init!r}: use zeros or random")
+    raise ValueError(f"unknown init {init!r}: use zeros, random or pghi")
 
 
 @torch.inference_mode()
@@ -44,7 +48,7 @@ def griffin_lim(mag: torch.Tensor, lengths: torch.Tensor, cfg: AudioConfig, n_it
         raise ValueError(f"magnitude has {F} frequency bins but the config needs {cfg.n_freq}")
     if pair is None:
         pair = FramePair(cfg, T, lengths, mag.device, mag.dtype)
-    angles = initial_phase(mag, init, generator) if isinstance(init, str) else init
+    angles = initial_phase(mag, init, generator, cfg) if isinstance(init, str) else init
     spec = mag * angles
     alpha = momentum / (1.0 + momentum)
     prev = None

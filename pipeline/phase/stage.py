@@ -20,9 +20,10 @@ from ..manifest import Failure
 from ..parallel import run_tasks, threads_per_worker
 from ..results import StageResult, shard_failure, write_failures
 from ..store import Store
+from .degli import degli
 from .gla import fgla, gla
 
-ALGOS: dict[str, Callable] = {"gla": gla, "fgla": fgla}
+ALGOS: dict[str, Callable] = {"gla": gla, "fgla": fgla, "degli": degli}
 SOURCES = {"mag": "mag", "true": "mag_true"}
 
 

@@ -1,0 +1,24 @@
+"""Shared set-up of the benchmarks: the test corpus, its true magnitudes, repeated manifests."""
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.audio import load
+from pipeline.config import AudioConfig
+from pipeline.manifest import Utterance, prepare_pocketsphinx
+from pipeline.mel import ragged_batch, stft
+
+
+def true_magnitudes(cfg: AudioConfig):
+    """(waveforms, per-utterance true magnitudes [T, F], lengths, seconds of audio)."""
+    ys = [load(u.path, cfg.sample_rate) for u in prepare_pocketsphinx()]
+    batch, n = ragged_batch(ys, cfg)
+    full = stft(batch, cfg, padded=True).abs().transpose(1, 2).numpy()
+    mags = [np.ascontiguousarray(full[i, :k]) for i, k in enumerate(n)]
+    return ys, mags, [len(y) for y in ys], sum(len(y) for y in ys) / cfg.sample_rate
+
+
+def repeated(times: int) -> list[Utterance]:
+    """The test corpus ``times`` over, as distinct ids (r0/..., r1/...)."""
+    return [Utterance(f"r{k}/{u.id}", u.path, u.sample_rate, u.channels, u.num_samples, u.duration)
+            for k in range(times) for u in prepare_pocketsphinx()]

@@ -1,0 +1,61 @@
+"""dask over shards: phase (FGLA 100, true magnitudes) with 1 vs 2 local workers.
+
+Store: the test corpus repeated --repeat times (distinct ids), >= 2 minutes of audio, in
+shards of --shard-seconds. Also prints the per-shard cost and the scheduler overhead used
+for the N-node estimate in BENCHMARKS.md.
+
+    .venv/bin/python benchmarks/dask_scaling.py [--repeat 3] [--shard-seconds 10]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from pipeline.config import load_config
+from pipeline.extract import extract
+from _corpus import repeated
+from pipeline.manifest import write_manifest
+from pipeline.phase import phase
+from pipeline.store import Store
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--shard-seconds", type=float, default=10.0)
+    a = ap.parse_args()
+    utts = repeated(a.repeat)
+    audio_s = sum(u.duration for u in utts)
+    with tempfile.TemporaryDirectory() as tmp:
+        man = write_manifest(utts, Path(tmp) / "m.jsonl")
+        store = Path(tmp) / "s.zarr"
+        extract(man, store, load_config("mel80-16k"), with_mag=True, shard_seconds=a.shard_seconds,
+                progress=False)
+        shards = len(Store(store).shard_names())
+        out = {"audio_seconds": round(audio_s, 1), "shards": shards}
+        for w in (1, 2):
+            t = time.perf_counter()
+            r = phase(store, Path(tmp) / f"w{w}", "fgla", n_iter=100, source="true", workers=w,
+                      progress=False)
+            dt = time.perf_counter() - t
+            assert r.ok
+            out[f"workers{w}_seconds"] = round(dt, 2)
+        out["speedup_2_vs_1"] = round(out["workers1_seconds"] / out["workers2_seconds"], 2)
+        out["per_shard_seconds_1worker"] = round(out["workers1_seconds"] / shards, 3)
+        t = time.perf_counter()
+        from dask.distributed import Client, LocalCluster
+        with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as lc, Client(lc) as c:
+            t_up = time.perf_counter() - t
+            t = time.perf_counter()
+            c.gather(c.map(lambda x: x, range(200)))
+            per_task = (time.perf_counter() - t) / 200
+        out["cluster_startup_seconds"] = round(t_up, 2)
+        out["scheduler_overhead_per_task_ms"] = round(per_task * 1000, 2)
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

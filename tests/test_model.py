@@ -1,0 +1,53 @@
+"""The shipped learned inverters, measured on the test corpus (never trained on)."""
+import json
+
+import numpy as np
+import pytest
+from pesq import pesq
+from pystoi import stoi
+
+from pipeline import weights as W
+from pipeline.audio import load
+from pipeline.config import AudioConfig, load_config
+from pipeline.extract import extract
+from pipeline.invert.stage import invert_frames
+from pipeline.phase import reconstruct
+from pipeline.store import Store
+
+SHIPPED = {"mel80-16k": "invert-mel80-16k", "mel250-16k": "invert-mel250-16k",
+           "hifigan-22k": "invert-hifigan-22k"}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED.values()))
+def test_shipped_weights_are_small_verified_and_carded(name):
+    card = json.loads((W.WEIGHTS_DIR / f"{name}.json").read_text())
+    assert card["sha256"] == W.sha256(W.WEIGHTS_DIR / f"{name}.pt")
+    assert card["bytes"] < 6 * 2 ** 20
+    assert "pocketsphinx" not in (card["trained_on"] + card["data"])
+    assert card["validation"]["sc"] < card["validation_baselines"]["nnls"]["sc"]
+
+
+def corpus_quality(store_path, method, cfg, model=None):
+    s = Store(store_path)
+    ents, mels = zip(*s.iter_utterances("mel"))
+    trues = [m for _, m in s.iter_utterances("mag_true")]
+    mags = invert_frames(list(mels), cfg, method, model=model)
+    sc = float(np.mean([np.linalg.norm(m - t) / np.linalg.norm(t) for m, t in zip(mags, trues)]))
+    waves = reconstruct(mags, [e.n_samples for e in ents], cfg, "fgla", n_iter=100)
+    refs = [load(e.source, cfg.sample_rate) for e in ents]
+    p = float(np.mean([pesq(16000, y, w, "wb") for y, w in zip(refs, waves)]))
+    st = float(np.mean([stoi(y, w, 16000) for y, w in zip(refs, waves)]))
+    return sc, p, st
+
+
+@pytest.mark.parametrize("config", ["mel80-16k", "mel250-16k"])
+def test_model_beats_nnls_on_test_corpus(tmp_path, corpus_manifest, config):
+    cfg = load_config(config)
+    store = tmp_path / "s.zarr"
+    assert extract(corpus_manifest, store, cfg, with_mag=True, progress=False).ok
+    model = W.load_invert_model(None, cfg)
+    sc_m, p_m, s_m = corpus_quality(store, "model", cfg, model)
+    sc_n, p_n, s_n = corpus_quality(store, "nnls", cfg)
+    print(config, "model", sc_m, p_m, s_m, "nnls", sc_n, p_n, s_n)
+    assert sc_m < sc_n - 0.05
+    assert p_m > p_n and s_m > s_n
