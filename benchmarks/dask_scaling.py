@@ -36,14 +36,17 @@ def main():
                 progress=False)
         shards = len(Store(store).shard_names())
         out = {"audio_seconds": round(audio_s, 1), "shards": shards}
-        for w in (1, 2):
+        # default threads: 1 worker x 2 torch threads vs 2 workers x 1; then 1 x 1 vs 2 x 1
+        for w, th in ((1, None), (2, None), (1, 1)):
             t = time.perf_counter()
-            r = phase(store, Path(tmp) / f"w{w}", "fgla", n_iter=100, source="true", workers=w,
-                      progress=False)
+            r = phase(store, Path(tmp) / f"w{w}-{th}", "fgla", n_iter=100, source="true",
+                      workers=w, threads=th, progress=False)
             dt = time.perf_counter() - t
             assert r.ok
-            out[f"workers{w}_seconds"] = round(dt, 2)
-        out["speedup_2_vs_1"] = round(out["workers1_seconds"] / out["workers2_seconds"], 2)
+            out[f"workers{w}_threads{th or 'auto'}_seconds"] = round(dt, 2)
+        out["workers1_seconds"] = out["workers1_threadsauto_seconds"]
+        out["speedup_2_vs_1"] = round(out["workers1_threadsauto_seconds"] / out["workers2_threadsauto_seconds"], 2)
+        out["speedup_2_vs_1_one_thread_each"] = round(out["workers1_threads1_seconds"] / out["workers2_threadsauto_seconds"], 2)
         out["per_shard_seconds_1worker"] = round(out["workers1_seconds"] / shards, 3)
         t = time.perf_counter()
         from dask.distributed import Client, LocalCluster

@@ -193,6 +193,7 @@ def phase(
 ) -> None:
     """Magnitude -> waveform, one wav per utterance. Resumable: existing wavs are kept."""
     from .phase import phase as run
+    from .weights import WeightsError
 
     extra = {"momentum": momentum} if algo == "fgla" else {}
     if algo == "degli":
@@ -201,7 +202,7 @@ def phase(
         res = run(store, out, algo, n_iter=iters, source=source, init=init, device=device.value,
                   workers=workers, batch_frames=batch_frames, seed=seed, cluster=cluster.value,
                   profile=profile, progress=not quiet, **extra)
-    except (*_errors(), ValueError) as exc:
+    except (*_errors(), WeightsError, ValueError) as exc:
         _fail(str(exc))
     _report(res, f"reconstructed ({algo}, {iters} iterations)")
 

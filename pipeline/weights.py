@@ -103,9 +103,10 @@ def pick_for(config: AudioConfig, arch: str) -> str:
         card = read_card(WEIGHTS_DIR / f"{name}.json")
         if not AudioConfig.from_dict(card["audio"]).diff(config):
             return name
+    command = {"PInvConvSkip": "invert", "DeGLI": "degli"}.get(arch, arch)
     raise WeightsError(f"no shipped {arch} weights for audio config {config.name!r}; "
                        f"shipped: {', '.join(available(arch)) or 'none'}; train some with "
-                       "`pipeline train invert` and pass --weights PATH")
+                       f"`pipeline train {command}` and pass --weights PATH")
 
 
 def load_invert_model(name_or_path: str | Path | None, config: AudioConfig,

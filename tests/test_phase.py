@@ -69,3 +69,24 @@ def test_phase_without_mag_says_run_invert(tmp_path, store80):
     shutil.copytree(store80, s)
     with pytest.raises(ValueError, match="pipeline invert"):
         phase(s, tmp_path / "w", progress=False)
+
+
+def test_degli_block_with_zero_residual_is_gla(speech):
+    """DeGLI's plumbing (amplitude + consistency projections, block loop): with the
+    zero-initialised residual net it must reproduce plain GLA exactly."""
+    from pipeline.batching import stack_frames
+    from pipeline.phase.degli import DeGLINet, degli
+    from pipeline.phase.gla import gla
+
+    ys, mags, cfg = speech
+    m = stack_frames(mags[:3])
+    lengths = torch.tensor([len(y) for y in ys[:3]])
+    a, _ = degli(m, lengths, cfg, n_iter=8, model=DeGLINet(cfg).eval())
+    b, _ = gla(m, lengths, cfg, n_iter=8)
+    np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+
+
+def test_degli_without_weights_says_how_to_train(store80, tmp_path):
+    from pipeline.weights import WeightsError
+    with pytest.raises(WeightsError, match="pipeline train degli"):
+        phase(store80, tmp_path / "w", "degli", n_iter=2, source="true", progress=False)

@@ -90,3 +90,21 @@ def test_bad_file_in_folder_is_skipped_and_reported(tmp_path, hifigan_folder):
                  progress=False)
     assert res.done == len(refs) and [f.id for f in res.failures] == ["broken"]
     assert (tmp_path / "wav" / "failures.csv").exists()
+
+
+def test_vocode_hifigan_folder_learned_model(tmp_path, hifigan_folder):
+    """Issue 6 acceptance: HiFi-GAN-convention mels of the test corpus, learned model + FGLA
+    100, PESQ-WB >= 3.0 against the originals (both at 16 kHz)."""
+    d, refs = hifigan_folder
+    out = tmp_path / "wav"
+    res = vocode(d, out, load_config("hifigan-22k"), method="model", progress=False)
+    assert res.ok and res.done == len(refs)
+    scores = []
+    for uid, path in refs.items():
+        y16 = load(path, 16000)
+        o16 = load(out / f"{uid}.wav", 16000)
+        n = min(len(y16), len(o16))
+        scores.append(pesq(16000, y16[:n], o16[:n], "wb"))
+    print("hifigan model PESQ", np.mean(scores), scores)
+    assert np.mean(scores) >= 3.0
+    assert res.mel_l1_mean < 0.6

@@ -91,8 +91,11 @@ def phase_shard(store_path: str, name: str, out_dir: str, algo: str, n_iter: int
 def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *, n_iter: int = 100,
           source: str = "mag", init: str = "zeros", device: str = "auto", workers: int = 1,
           batch_frames: int = 4000, seed: int = 0, cluster: str = "local",
-          profile: str | None = None, progress: bool = True, **extra) -> StageResult:
-    """Reconstruct waveforms for every utterance of the store into ``out_dir``."""
+          profile: str | None = None, progress: bool = True, threads: int | None = None,
+          **extra) -> StageResult:
+    """Reconstruct waveforms for every utterance of the store into ``out_dir``.
+
+    ``threads``: torch threads per worker (default: cores / workers)."""
     t0 = time.perf_counter()
     if algo not in ALGOS:
         raise ValueError(f"unknown algorithm {algo!r}: choose one of {', '.join(ALGOS)}")
@@ -105,6 +108,9 @@ def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *, n_
         step = "pipeline invert" if source == "mag" else "pipeline extract --with-mag"
         raise ValueError(f"{store_path}: {len(missing)} shard(s) have no complete "
                          f"'{SOURCES[source]}' yet; run `{step}` first")
+    if algo == "degli":
+        from ..weights import load_degli
+        load_degli(extra.get("weights"), store.config)   # fail early, before any work
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.rglob(".tmp-*.wav"):     # left by a run killed mid-write
@@ -113,7 +119,7 @@ def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *, n_
         workers = 1
     todo = [n for n in store.shard_names()
             if any(not wav_path(out, e.id).exists() for e in store.entries(n))]
-    threads = threads_per_worker(workers, cluster, profile)
+    threads = threads or threads_per_worker(workers, cluster, profile)
     tasks = [(n, (str(store_path), n, str(out), algo, n_iter, source, init, device, batch_frames,
                   threads, seed, extra)) for n in todo]
     res = StageResult(store=out, skipped_shards=len(store.shard_names()) - len(todo))
