@@ -202,6 +202,8 @@ def train_invert(train_store: str | Path, val_store: str | Path, out: str | Path
             if epoch - best["epoch"] >= train_cfg.patience:
                 break
     state = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
+    data_note = data_note or (f"{len(spans)} utterances of {tr.root.attrs.get('source')} "
+                              f"({mel.shape[0] * cfg.hop_length / cfg.sample_rate / 60:.0f} min)")
     card = {**model.card(), "trained_on": str(train_store), "validated_on": str(val_store),
             "data": data_note, "train": asdict(train_cfg), "best_epoch": best["epoch"],
             "epochs_run": len(history), "validation": best.get("metrics"),
