@@ -1,10 +1,10 @@
 """dask over shards: phase (FGLA 100, true magnitudes) with 1 vs 2 local workers.
 
-Store: the test corpus repeated --repeat times (distinct ids), >= 2 minutes of audio, in
+Store: the test corpus repeated --repeat times (distinct ids), 10 minutes of audio (>= the 2 asked for), in
 shards of --shard-seconds. Also prints the per-shard cost and the scheduler overhead used
 for the N-node estimate in BENCHMARKS.md.
 
-    .venv/bin/python benchmarks/dask_scaling.py [--repeat 3] [--shard-seconds 10]
+    .venv/bin/python benchmarks/dask_scaling.py [--repeat 13] [--shard-seconds 10]
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from pipeline.store import Store
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=13)
     ap.add_argument("--shard-seconds", type=float, default=10.0)
     a = ap.parse_args()
     utts = repeated(a.repeat)

@@ -4,7 +4,7 @@ Corpus: pocketsphinx-testdata (14 utterances, 46.6 s) repeated --repeat times (a
 so that the run is long enough to time. Both sides read the files, resample when needed and
 compute the same log-mel (mel80-16k); ours also writes the zarr store.
 
-    .venv/bin/python benchmarks/extract.py [--repeat 6] [--workers 1 2]
+    .venv/bin/python benchmarks/extract.py [--repeat 200] [--workers 1 2]
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def librosa_loop(utts, cfg):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeat", type=int, default=6)
+    ap.add_argument("--repeat", type=int, default=200)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     a = ap.parse_args()
     cfg = load_config("mel80-16k")

@@ -113,15 +113,6 @@ def ragged_batch(waves: list[np.ndarray], cfg: AudioConfig) -> tuple[torch.Tenso
     return batch, [cfg.n_frames(len(w)) for w in waves]
 
 
-def lengths_to_frames(n_samples: torch.Tensor | list[int], cfg: AudioConfig) -> list[int]:
-    return [cfg.n_frames(int(n)) for n in n_samples]
-
-
-def samples_for_frames(n_frames: int, cfg: AudioConfig) -> int:
-    """Length of the signal a spectrogram of ``n_frames`` frames is inverted to."""
-    return max(0, (n_frames - 1) * cfg.hop_length)
-
-
 def pad_batch(arrays: list[np.ndarray], axis: int = -1, value: float = 0.0) -> np.ndarray:
     """Stack arrays of unequal length along a new first axis, padding ``axis`` with ``value``."""
     longest = max(a.shape[axis] for a in arrays)

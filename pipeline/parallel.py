@@ -39,7 +39,34 @@ class TaskResult:
     error: str | None = None
 
 
+_MALLOC_TUNED = False
+
+
+def tune_malloc() -> None:
+    """Undo dask's MALLOC_TRIM_THRESHOLD_ in this worker process.
+
+    distributed starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``; an explicit trim
+    threshold switches off glibc's dynamic mmap threshold, so every large tensor of an FGLA
+    iteration is mmapped and unmapped again: measured 9.5 s instead of 2.9 s for the same
+    FGLA work in a worker. Raising both thresholds (glibc ``mallopt``) restores heap reuse.
+    No-op where glibc is absent.
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED:
+        return
+    _MALLOC_TUNED = True
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)
+    libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+
+
 def _guarded(fn: Callable, key: Any, args: tuple) -> TaskResult:
+    tune_malloc()
     try:
         return TaskResult(key, fn(*args))
     except Exception as exc:  # one shard's bug must not lose the others: recorded, reported

@@ -174,11 +174,6 @@ class Store:
                 yield e, data[e.offset:e.offset + e.n_frames]
 
 
-def split_frames(data: np.ndarray, entries: list[Entry]) -> list[np.ndarray]:
-    """Cut a shard array ``[frames, dim]`` into per-utterance ``[n_frames, dim]`` views."""
-    return [data[e.offset:e.offset + e.n_frames] for e in entries]
-
-
 def failures_csv_path(store: str | Path, stage: str = "") -> Path:
     """``corpus.zarr`` -> ``corpus.failures.csv`` (or ``corpus.phase-failures.csv``) beside it."""
     store = Path(store)

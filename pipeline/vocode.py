@@ -143,7 +143,7 @@ def find_mels(src: str | Path) -> tuple[list[tuple[str, Path]], Path]:
 
 def vocode_files(items: list[tuple[str, str]], out_dir: str, cfg_dict: dict, method: str,
                  weights: str | None, algo: str, n_iter: int, device: str, threads: int,
-                 batch_frames: int) -> dict:
+                 batch_frames: int | None) -> dict:
     """Worker task: check, invert, reconstruct and round-trip a list of (id, path)."""
     from .invert.stage import invert_frames
     from .phase.stage import reconstruct
@@ -164,9 +164,10 @@ def vocode_files(items: list[tuple[str, str]], out_dir: str, cfg_dict: dict, met
             failures.append(Failure(uid, path, "vocode", str(exc)))
     if not mels:
         return {"rows": rows, "failures": failures}
-    mags = invert_frames(mels, cfg, method, model=model, device=dev, batch_frames=batch_frames)
+    sizes = {"batch_frames": batch_frames} if batch_frames else {}   # else each stage's default
+    mags = invert_frames(mels, cfg, method, model=model, device=dev, **sizes)
     lengths = [n_samples_for(m.shape[0], cfg) for m in mels]
-    waves = reconstruct(mags, lengths, cfg, algo, n_iter=n_iter, device=dev, batch_frames=batch_frames)
+    waves = reconstruct(mags, lengths, cfg, algo, n_iter=n_iter, device=dev, **sizes)
     for (uid, path), mel, y in zip(ids, mels, waves):
         write_wav(Path(out_dir) / f"{uid}.wav", y, cfg.sample_rate)
         with torch.inference_mode():
@@ -181,7 +182,7 @@ def vocode_files(items: list[tuple[str, str]], out_dir: str, cfg_dict: dict, met
 def vocode(src: str | Path, out: str | Path, cfg: AudioConfig, *, method: str = "model",
            weights: str | None = None, algo: str = "fgla", n_iter: int = 100,
            device: str = "auto", workers: int = 1, files_per_task: int = 16,
-           batch_frames: int = 4000, progress: bool = True) -> VocodeResult:
+           batch_frames: int | None = None, progress: bool = True) -> VocodeResult:
     """Vocode every mel under ``src`` into ``out/<id>.wav``; existing wavs are kept (resume)."""
     t0 = time.perf_counter()
     items, _ = find_mels(src)

@@ -44,7 +44,7 @@ def log_pinv(mel: torch.Tensor, cfg: AudioConfig, floor: float = 1e-5) -> torch.
 
 @register("nnls")
 @torch.inference_mode()
-def nnls(mel: torch.Tensor, cfg: AudioConfig, n_iter: int = 300, **_) -> torch.Tensor:
+def nnls(mel: torch.Tensor, cfg: AudioConfig, n_iter: int = 50, **_) -> torch.Tensor:
     """Non-negative least squares ``min_x ||A x - m||^2, x >= 0`` for every frame at once.
 
     FISTA (accelerated projected gradient) from the clipped pseudo-inverse, the start librosa's

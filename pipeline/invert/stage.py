@@ -23,8 +23,8 @@ def mel_floor(cfg: AudioConfig) -> float:
 
 
 def invert_frames(mels: list[np.ndarray], cfg: AudioConfig, method: str, *, model=None,
-                  device: torch.device = torch.device("cpu"), batch_frames: int = 4000,
-                  n_iter: int = 300) -> list[np.ndarray]:
+                  device: torch.device = torch.device("cpu"), batch_frames: int = 1000,
+                  n_iter: int = 50) -> list[np.ndarray]:
     """Per-utterance mels ``[T_i, M]`` -> magnitudes ``[T_i, F]``, in length buckets."""
     fn = METHODS[method]
     out: list[np.ndarray | None] = [None] * len(mels)
@@ -72,7 +72,7 @@ def invert_shard(store_path: str, name: str, method: str, weights: str | None, d
 
 
 def invert(store_path: str | Path, method: str = "pinv", *, weights: str | None = None,
-           device: str = "auto", workers: int = 1, batch_frames: int = 4000, n_iter: int = 300,
+           device: str = "auto", workers: int = 1, batch_frames: int = 1000, n_iter: int = 50,
            cluster: str = "local", profile: str | None = None, progress: bool = True,
            overwrite: bool = False) -> StageResult:
     """Write the estimated magnitude ``mag`` of every shard of ``store_path``.
