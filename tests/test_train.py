@@ -1,0 +1,28 @@
+"""Training mechanics on a tiny throwaway run (nothing here ships; the shipped weights are
+trained by scripts/train-weights.sh on the training corpora only)."""
+import json
+
+import torch
+
+from pipeline import weights as W
+from pipeline.invert.model import ModelConfig
+from pipeline.invert.train import TrainConfig, train_invert
+
+
+def test_train_checkpoints_resumes_and_exports(tmp_path, store80):
+    out = tmp_path / "tiny-run"
+    tc = TrainConfig(epochs=2, steps_per_epoch=2, batch_size=4, crop=32)
+    card = train_invert(store80, store80, out, tc, ModelConfig(channels=16), progress=False)
+    assert (out / "checkpoint.pt").exists() and (out / "loss_curve.png").stat().st_size > 5000
+    assert len(json.loads((out / "history.json").read_text())) == 2
+    assert card["epochs_run"] == 2 and card["model"]["channels"] == 16
+    # resume: a longer run continues from the checkpoint instead of starting over
+    tc3 = TrainConfig(epochs=3, steps_per_epoch=2, batch_size=4, crop=32)
+    card3 = train_invert(store80, store80, out, tc3, ModelConfig(channels=16), progress=False)
+    hist = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in hist] == [0, 1, 2] and card3["epochs_run"] == 3
+    state, loaded = W.load_state(out / "tiny-run.pt")
+    assert loaded["sha256"] == W.sha256(out / "tiny-run.pt")
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    for k in ("loss", "sc", "lsd_db", "corpus_sc"):
+        assert k in loaded["validation"]
