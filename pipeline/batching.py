@@ -33,6 +33,11 @@ def stack_frames(items: list[np.ndarray], fill: float = 0.0) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
+def workers_for(device: str, workers: int) -> int:
+    """One process drives a GPU; CPU work keeps the requested number of workers."""
+    return 1 if device != "cpu" and resolve_device(device).type == "cuda" else workers
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto``: CUDA when available, else CPU. ``cuda`` without a GPU is an error."""
     if device == "auto":

@@ -13,7 +13,7 @@ from .config import AudioConfig
 from .manifest import Failure, Utterance, resolve_inputs
 from .mel import mel_from_magnitude, ragged_batch, stft
 from .parallel import run_tasks, threads_per_worker
-from .results import StageResult, shard_failure, write_failures
+from .results import StageResult, write_failures
 from .store import Store, StoreError, failures_csv_path, shard_name
 
 DEFAULT_SHARD_SECONDS = 60.0
@@ -124,13 +124,7 @@ def extract(inputs: list[str | Path] | str | Path, out: str | Path, config: Audi
     res = StageResult(store=out, skipped_shards=len(plan) - len(todo))
     results = run_tasks(extract_shard, tasks, workers=workers, cluster=cluster, profile=profile,
                         desc=f"extract {out.name}", progress=progress)
-    crashed: list[Failure] = []
-    for r in results:
-        if r.error:
-            crashed += shard_failure(out, r.key, plan[r.key], "extract", r.error)
-        else:
-            res.done += r.value["n"]
-            res.audio_seconds += r.value["seconds"]
+    crashed = res.absorb(results, lambda key: plan[key], "extract")
     stored = [Failure(**f) for f in store.failures()]
     res.failures = header_failures + stored + crashed
     res.failures_csv = write_failures(res.failures, failures_csv_path(out))

@@ -52,9 +52,9 @@ def tune_malloc() -> None:
     No-op where glibc is absent.
     """
     global _MALLOC_TUNED
-    if _MALLOC_TUNED:
-        return
-    _MALLOC_TUNED = True
+    if _MALLOC_TUNED or not os.environ.get("MALLOC_TRIM_THRESHOLD_"):
+        return          # only where the variable was set (dask workers): a caller's own
+    _MALLOC_TUNED = True  # process keeps its malloc settings
     try:
         import ctypes
         libc = ctypes.CDLL("libc.so.6")

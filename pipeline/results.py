@@ -24,6 +24,20 @@ class StageResult:
     def ok(self) -> bool:
         return not self.failures
 
+    def absorb(self, results, items_of, stage: str) -> list[Failure]:
+        """Count the finished shard tasks; a crashed task becomes one failure per item.
+
+        ``items_of(key)``: the ``{"id", "path"}`` items of the task's shard.
+        """
+        crashed: list[Failure] = []
+        for r in results:
+            if r.error:
+                crashed += shard_failure(int(r.key), items_of(r.key), stage, r.error)
+            else:
+                self.done += r.value["n"]
+                self.audio_seconds += r.value["seconds"]
+        return crashed
+
 
 def write_failures(failures: list[Failure], path: Path) -> Path | None:
     """Failures CSV beside the store (removed when a re-run has none left)."""
@@ -38,8 +52,8 @@ def write_failures(failures: list[Failure], path: Path) -> Path | None:
     return path
 
 
-def shard_failure(store: Path, index: int, items: list[dict], stage: str, error: str) -> list[Failure]:
-    return [Failure(it["id"], it.get("path", str(store)), stage,
-                    f"shard {shard_name(index)} failed: {error}") for it in items]
+def shard_failure(index: int, items: list[dict], stage: str, error: str) -> list[Failure]:
+    return [Failure(it["id"], it["path"], stage, f"shard {shard_name(index)} failed: {error}")
+            for it in items]
 
 

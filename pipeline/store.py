@@ -174,6 +174,11 @@ class Store:
                 yield e, data[e.offset:e.offset + e.n_frames]
 
 
+def store_items(store: Store, shard: str) -> list[dict]:
+    """The ``{"id", "path"}`` items of a shard (for failure reports)."""
+    return [{"id": e.id, "path": e.source} for e in store.entries(shard)]
+
+
 def failures_csv_path(store: str | Path, stage: str = "") -> Path:
     """``corpus.zarr`` -> ``corpus.failures.csv`` (or ``corpus.phase-failures.csv``) beside it."""
     store = Path(store)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .audio import write_wav
-from .batching import resolve_device
+from .batching import resolve_device, workers_for
 from .config import AudioConfig
 from .manifest import Failure
 from .mel import compress, mel_spectrogram
@@ -194,8 +194,7 @@ def vocode(src: str | Path, out: str | Path, cfg: AudioConfig, *, method: str = 
         load_invert_model(weights, cfg)          # fail early, naming a mismatching field
     todo = [(u, str(p)) for u, p in items if not (out / f"{u}.wav").exists()]
     res = VocodeResult(store=out, skipped=len(items) - len(todo))
-    if device != "cpu" and resolve_device(device).type == "cuda":
-        workers = 1
+    workers = workers_for(device, workers)
     threads = threads_per_worker(workers)
     tasks = [(k, (todo[k:k + files_per_task], str(out), cfg.to_dict(), method, weights, algo,
                   n_iter, device, threads, batch_frames)) for k in range(0, len(todo), files_per_task)]

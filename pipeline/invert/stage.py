@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..batching import buckets, resolve_device, stack_frames
+from ..batching import buckets, resolve_device, stack_frames, workers_for
 from ..config import AudioConfig
-from ..results import StageResult, shard_failure, write_failures
+from ..results import StageResult, write_failures
 from ..manifest import Failure
 from ..mel import compress
 from ..parallel import run_tasks, threads_per_worker
-from ..store import Store, failures_csv_path
+from ..store import Store, failures_csv_path, store_items
 from .methods import METHODS
 
 
@@ -90,8 +90,7 @@ def invert(store_path: str | Path, method: str = "pinv", *, weights: str | None 
         from ..weights import load_invert_model, pick_for
         weights = weights or pick_for(store.config, "PInvConvSkip")
         load_invert_model(weights, store.config)   # fail early, naming the mismatching field
-    if device != "cpu" and resolve_device(device).type == "cuda":
-        workers = 1                     # one process drives the GPU
+    workers = workers_for(device, workers)
     todo = []
     for name in store.shard_names():
         done = store.shard_attrs(name).get("mag", {})
@@ -104,14 +103,7 @@ def invert(store_path: str | Path, method: str = "pinv", *, weights: str | None 
     res = StageResult(store=Path(store_path), skipped_shards=len(store.shard_names()) - len(todo))
     results = run_tasks(invert_shard, tasks, workers=workers, cluster=cluster, profile=profile,
                         desc=f"invert ({method})", progress=progress)
-    crashed = []
-    for r in results:
-        if r.error:
-            items = [{"id": e.id, "path": e.source} for e in store.entries(r.key)]
-            crashed += shard_failure(Path(store_path), int(r.key), items, "invert", r.error)
-        else:
-            res.done += r.value["n"]
-            res.audio_seconds += r.value["seconds"]
+    crashed = res.absorb(results, lambda key: store_items(store, key), "invert")
     stored = [Failure(**f) for n in store.shard_names()
               for f in store.shard_attrs(n).get("mag", {}).get("failures", [])]
     res.failures = stored + crashed

@@ -14,12 +14,12 @@ import numpy as np
 import torch
 
 from ..audio import write_wav
-from ..batching import buckets, resolve_device, stack_frames
+from ..batching import buckets, resolve_device, stack_frames, workers_for
 from ..config import AudioConfig
 from ..manifest import Failure
 from ..parallel import run_tasks, threads_per_worker
-from ..results import StageResult, shard_failure, write_failures
-from ..store import Store
+from ..results import StageResult, write_failures
+from ..store import Store, store_items
 from .degli import degli
 from .gla import fgla, gla
 
@@ -118,8 +118,7 @@ def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *, n_
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.rglob(".tmp-*.wav"):     # left by a run killed mid-write
         stale.unlink(missing_ok=True)
-    if device != "cpu" and resolve_device(device).type == "cuda":
-        workers = 1
+    workers = workers_for(device, workers)
     todo = [n for n in store.shard_names()
             if any(not wav_path(out, e.id).exists() for e in store.entries(n))]
     threads = threads or threads_per_worker(workers, cluster, profile)
@@ -128,14 +127,8 @@ def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *, n_
     res = StageResult(store=out, skipped_shards=len(store.shard_names()) - len(todo))
     results = run_tasks(phase_shard, tasks, workers=workers, cluster=cluster, profile=profile,
                         desc=f"phase ({algo}, {n_iter} it)", progress=progress)
-    for r in results:
-        if r.error:
-            items = [{"id": e.id, "path": e.source} for e in store.entries(r.key)]
-            res.failures += shard_failure(Path(store_path), int(r.key), items, "phase", r.error)
-        else:
-            res.done += r.value["n"]
-            res.audio_seconds += r.value["seconds"]
-            res.failures += r.value["failures"]
+    res.failures = res.absorb(results, lambda key: store_items(store, key), "phase")
+    res.failures += [f for r in results if not r.error for f in r.value["failures"]]
     res.failures_csv = write_failures(res.failures, out / "failures.csv")
     res.seconds = time.perf_counter() - t0
     return res
