@@ -1,9 +1,12 @@
 """Phase retrieval on TRUE magnitudes (phase only): PESQ-WB / STOI vs iterations and wall time.
 
-GLA, FGLA (zeros / random / pghi initial phase) and DeGLI (shipped weights), batched over
-the whole test corpus (pocketsphinx-testdata, 46.6 s) in one process.
+GLA, FGLA (zeros / random / pghi initial phase) and DeGLI (shipped weights: FGLA warm-up,
+then DeGLI blocks), batched over the whole test corpus (pocketsphinx-testdata, 46.6 s) in
+one process. DeGLI is compared with FGLA at equal wall time: the FGLA curve (same run) is
+interpolated at each DeGLI run's seconds.
 
-    .venv/bin/python benchmarks/phase_quality.py [--iters 0 5 10 25 50 100] [--degli 1 3 5 10 20]
+    .venv/bin/python benchmarks/phase_quality.py [--iters 0 5 10 25 50 100 200]
+        [--degli 1 2 4 8] [--warmup 100] [--fgla-extra 110 125 150 300]
 """
 from __future__ import annotations
 
@@ -23,31 +26,48 @@ from pipeline.phase import reconstruct
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--iters", type=int, nargs="+", default=[0, 5, 10, 25, 50, 100, 200])
-    ap.add_argument("--degli", type=int, nargs="*", default=[1, 3, 5, 10, 20])
+    ap.add_argument("--inits", nargs="+", default=["zeros", "random", "pghi"])
+    ap.add_argument("--no-gla", action="store_true")
+    ap.add_argument("--degli", type=int, nargs="*", default=[1, 2, 4, 8])
+    ap.add_argument("--warmup", type=int, nargs="*", default=[100])
+    ap.add_argument("--fgla-extra", type=int, nargs="*", default=[110, 125, 150, 300],
+                    help="more FGLA (zeros) points for the equal-wall-time comparison")
+    ap.add_argument("--repeats", type=int, default=3, help="timing: best of N")
     a = ap.parse_args()
     cfg = load_config("mel80-16k")
     ys, mags, lengths, audio_s = true_magnitudes(cfg)
     reconstruct(mags[:2], lengths[:2], cfg, "fgla", n_iter=2)
 
     def run(algo, it, **kw):
-        t = time.perf_counter()
-        w = reconstruct(mags, lengths, cfg, algo, n_iter=it, **kw)
-        dt = time.perf_counter() - t
+        best, w = float("inf"), None
+        for _ in range(a.repeats):
+            t = time.perf_counter()
+            w = reconstruct(mags, lengths, cfg, algo, n_iter=it, **kw)
+            best = min(best, time.perf_counter() - t)
         p = float(np.mean([pesq(16000, y, o, "wb") for y, o in zip(ys, w)]))
         s = float(np.mean([stoi(y, o, 16000) for y, o in zip(ys, w)]))
-        row = {"algo": algo, **{k: v for k, v in kw.items()}, "iters": it, "seconds": round(dt, 2),
-               "rtf": round(dt / audio_s, 4), "pesq_wb": round(p, 3), "stoi": round(s, 4)}
+        row = {"algo": algo, **kw, "iters": it, "seconds": round(best, 3),
+               "rtf": round(best / audio_s, 4), "pesq_wb": round(p, 3), "stoi": round(s, 4)}
         print(json.dumps(row), flush=True)
         return row
 
     rows = []
     for it in a.iters:
-        rows.append(run("gla", it, init="zeros"))
-        for init in ("zeros", "random", "pghi"):
+        if not a.no_gla:
+            rows.append(run("gla", it, init="zeros"))
+        for init in a.inits:
             rows.append(run("fgla", it, init=init))
-    for it in a.degli:
-        for init in ("zeros", "pghi"):
-            rows.append(run("degli", it, init=init))
+    for it in a.fgla_extra:
+        rows.append(run("fgla", it, init="zeros"))
+    fgla = sorted((r["seconds"], r["pesq_wb"], r["iters"]) for r in rows
+                  if r["algo"] == "fgla" and r["init"] == "zeros")
+    for warm in a.warmup:
+        for it in a.degli:
+            r = run("degli", it, init="zeros", warmup=warm)
+            secs = [f[0] for f in fgla]
+            r["fgla_pesq_at_equal_time"] = round(float(np.interp(r["seconds"], secs, [f[1] for f in fgla])), 3)
+            r["fgla_iters_at_equal_time"] = round(float(np.interp(r["seconds"], secs, [f[2] for f in fgla])))
+            print(json.dumps({"degli_vs_fgla_equal_time": r}), flush=True)
 
 
 if __name__ == "__main__":

@@ -184,6 +184,9 @@ def phase(
                              "integration: better start, fewer iterations needed)."),
     momentum: float = typer.Option(0.99, help="FGLA momentum."),
     weights: Optional[str] = typer.Option(None, help="DeGLI weights (default: shipped, matching the store)."),
+    warmup: Optional[int] = typer.Option(None, min=0, help="DeGLI: FGLA iterations before the "
+                                         "--iters DeGLI blocks (default: the regime the weights "
+                                         "were trained for, in their card)."),
     device: Device = typer.Option(Device.auto, help="auto picks CUDA when available."),
     batch_frames: int = typer.Option(256, "--batch-frames", help="Padded frames per batch "
                                      "(small batches stay in cache: fastest on CPU)."),
@@ -199,7 +202,7 @@ def phase(
 
     extra = {"momentum": momentum} if algo == "fgla" else {}
     if algo == "degli":
-        extra = {"weights": weights}
+        extra = {"weights": weights, "warmup": warmup, "momentum": momentum}
     try:
         res = run(store, out, algo, n_iter=iters, source=source, init=init, device=device.value,
                   workers=workers, batch_frames=batch_frames, seed=seed, cluster=cluster.value,
@@ -342,18 +345,21 @@ def train_degli(
     train: Path = typer.Option(..., "--train", help="Training store (its source audio is read)."),
     val: Path = typer.Option(..., "--val", help="Validation store."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder; its name names the weights."),
-    epochs: int = typer.Option(12),
+    epochs: int = typer.Option(30),
     steps: int = typer.Option(100, help="Steps per epoch."),
-    channels: int = typer.Option(12, help="Width of the residual net."),
+    channels: int = typer.Option(8, help="Width of the residual net (a block of 8 channels "
+                                 "costs ~15 FGLA iterations on CPU)."),
+    warmup: int = typer.Option(100, help="FGLA iterations before the blocks at inference "
+                               "(validation uses this; training samples 20-200)."),
     seed: int = typer.Option(0),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """Train the DeGLI residual network (denoising of noisy true STFTs)."""
+    """Train the DeGLI residual network on FGLA iterates of the stores' true STFTs."""
     from .phase.degli import DeGLIConfig, DeGLITrainConfig, train_degli as run
 
     try:
         card = run(train, val, out, DeGLITrainConfig(epochs=epochs, steps_per_epoch=steps, seed=seed),
-                   DeGLIConfig(channels=channels), progress=not quiet)
+                   DeGLIConfig(channels=channels, warmup=warmup), progress=not quiet)
     except (*_errors(), ValueError) as exc:
         _fail(str(exc))
     console.print(f"best epoch {card['best_epoch']}: {card['validation']} -> {out / (out.name + '.pt')}")

@@ -81,9 +81,14 @@ def test_degli_block_with_zero_residual_is_gla(speech):
     ys, mags, cfg = speech
     m = stack_frames(mags[:3])
     lengths = torch.tensor([len(y) for y in ys[:3]])
-    a, _ = degli(m, lengths, cfg, n_iter=8, model=DeGLINet(cfg).eval())
+    a, _ = degli(m, lengths, cfg, n_iter=8, model=DeGLINet(cfg).eval(), warmup=0)
     b, _ = gla(m, lengths, cfg, n_iter=8)
     np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+    # with a warm-up: FGLA iterations, then the blocks (= GLA steps here)
+    from pipeline.phase.gla import iterate
+    a, pair = degli(m, lengths, cfg, n_iter=3, model=DeGLINet(cfg).eval(), warmup=5)
+    spec = iterate(iterate(m.to(torch.complex64), m, pair, 5, 0.99), m, pair, 3, 0.0)
+    np.testing.assert_allclose(a.numpy(), pair.istft(spec).numpy(), atol=1e-5)
 
 
 def test_degli_without_weights_says_how_to_train(store80, tmp_path):

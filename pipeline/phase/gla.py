@@ -32,6 +32,24 @@ def initial_phase(mag: torch.Tensor, init: str = "zeros", generator: torch.Gener
     raise ValueError(f"unknown init {init!r}: use zeros, random or pghi")
 
 
+def iterate(spec: torch.Tensor, mag: torch.Tensor, pair: FramePair, n_iter: int,
+            momentum: float = 0.99) -> torch.Tensor:
+    """``n_iter`` (F)GLA iterations on the complex ``spec`` ``[B, T, F]``; returns the last
+    amplitude-projected estimate (magnitude ``mag``). No autograd bookkeeping needed here."""
+    alpha = momentum / (1.0 + momentum)
+    prev = None
+    for _ in range(n_iter):
+        rebuilt = pair.stft(pair.istft(spec))
+        if prev is not None and alpha:
+            ang = rebuilt - alpha * prev
+        else:
+            ang = rebuilt
+        prev = rebuilt
+        # amplitude projection: mag * ang / |ang|, one real ratio then one complex product
+        spec = ang * (mag / ang.abs().add_(EPS))
+    return spec
+
+
 @torch.inference_mode()
 def griffin_lim(mag: torch.Tensor, lengths: torch.Tensor, cfg: AudioConfig, n_iter: int = 100,
                 momentum: float = 0.99, init: str | torch.Tensor = "zeros",
@@ -49,18 +67,7 @@ def griffin_lim(mag: torch.Tensor, lengths: torch.Tensor, cfg: AudioConfig, n_it
     if pair is None:
         pair = FramePair(cfg, T, lengths, mag.device, mag.dtype)
     angles = initial_phase(mag, init, generator, cfg) if isinstance(init, str) else init
-    spec = mag * angles
-    alpha = momentum / (1.0 + momentum)
-    prev = None
-    for _ in range(n_iter):
-        rebuilt = pair.stft(pair.istft(spec))
-        if prev is not None and alpha:
-            ang = rebuilt - alpha * prev
-        else:
-            ang = rebuilt
-        prev = rebuilt
-        # amplitude projection: mag * ang / |ang|, one real ratio then one complex product
-        spec = ang * (mag / ang.abs().add_(EPS))
+    spec = iterate(mag * angles, mag, pair, n_iter, momentum)
     return pair.istft(spec), pair
 
 
