@@ -1,10 +1,12 @@
 """dask over shards: phase (FGLA 100, true magnitudes) with 1 vs 2 local workers.
 
-Store: the test corpus repeated --repeat times (distinct ids), 10 minutes of audio (>= the 2 asked for), in
-shards of --shard-seconds. Also prints the per-shard cost and the scheduler overhead used
-for the N-node estimate in BENCHMARKS.md.
+Store: the test corpus repeated --repeat times (distinct ids; 39 -> 30 minutes of audio, >= the
+2 asked for), in shards of --shard-seconds. Runs: 1 worker in-process (no cluster: the
+stage's own 1-worker path) with 1 and with 2 torch threads, and a dask LocalCluster of 2
+single-threaded workers (start-up included). Also prints the per-shard cost and the
+scheduler overhead used for the N-node estimate in BENCHMARKS.md.
 
-    .venv/bin/python benchmarks/dask_scaling.py [--repeat 13] [--shard-seconds 10]
+    .venv/bin/python benchmarks/dask_scaling.py [--repeat 39] [--shard-seconds 10]
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from pipeline.store import Store
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeat", type=int, default=13)
+    ap.add_argument("--repeat", type=int, default=39)
     ap.add_argument("--shard-seconds", type=float, default=10.0)
     a = ap.parse_args()
     utts = repeated(a.repeat)

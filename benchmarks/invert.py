@@ -5,7 +5,7 @@ and speech quality after FGLA (100 iterations, zero initial phase): PESQ-WB and 
 reference point is librosa.feature.inverse.mel_to_audio (NNLS + librosa's Griffin-Lim, 100
 iterations), computed in the same run.
 
-    .venv/bin/python benchmarks/invert.py --config mel80-16k [--methods pinv nnls model]
+    .venv/bin/python benchmarks/invert.py --config mel80-16k [--methods pinv nnls model] [--weights PATH]
 """
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ def main():
     ap.add_argument("--methods", nargs="+", default=["pinv", "nnls", "model"])
     ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--no-librosa", action="store_true")
+    ap.add_argument("--weights", default=None, help="model weights (default: shipped for --config)")
     a = ap.parse_args()
     cfg = load_config(a.config)
     with tempfile.TemporaryDirectory() as tmp:
@@ -56,7 +57,7 @@ def main():
 
     out = {"config": cfg.name, "utterances": len(ents), "iters": a.iters}
     for method in a.methods:
-        model = load_invert_model(None, cfg) if method == "model" else None
+        model = load_invert_model(a.weights, cfg) if method == "model" else None
         mags = invert_frames(list(mels), cfg, method, model=model)
         sc = np.mean([np.linalg.norm(m - t) / np.linalg.norm(t) for m, t in zip(mags, trues)])
         lsd = np.mean([np.mean(np.sqrt(np.mean((20 * np.log10(np.maximum(t, 1e-5) / np.maximum(m, 1e-5))) ** 2, -1)))

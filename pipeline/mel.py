@@ -37,6 +37,30 @@ def filterbank_pinv(cfg: AudioConfig, device: torch.device | str = "cpu") -> tor
     return torch.from_numpy(_pinv_np(cfg)).to(device)
 
 
+@functools.lru_cache(maxsize=32)
+def _bound_np(cfg: AudioConfig) -> tuple[np.ndarray, np.ndarray]:
+    A = _filterbank_np(cfg).astype(np.float64)                 # [M, F]
+    k = max(1, int((A > 0).sum(0).max()))
+    idx = np.argsort(-A, axis=0)[:k].T                          # [F, k] bands by weight
+    w = np.take_along_axis(A.T, idx, axis=1)                    # [F, k]
+    neg_log_w = np.where(w > 0, -np.log(np.where(w > 0, w, 1.0)), np.inf)
+    return idx.astype(np.int64), neg_log_w.astype(np.float32)
+
+
+def log_magnitude_bound(mel: torch.Tensor, cfg: AudioConfig) -> torch.Tensor:
+    """Per bin, the largest ln-magnitude the mel allows: ``[B, T, M]`` -> ``[B, T, F]``.
+
+    Every term of ``mel_b = sum_f A[b, f] |X_f|^p`` is non-negative, so
+    ``|X_f| <= (mel_b / A[b, f])^(1/p)`` for every band ``b`` that sees bin ``f``; the bound is
+    the smallest of these (+inf for bins no band sees). Exact for mels computed from audio
+    (the clamp floor only loosens it)."""
+    idx, nlw = _bound_np(cfg)
+    logmel = decompress(mel, cfg).clamp_min(1e-30).log()        # [B, T, M]
+    idx_t = torch.from_numpy(idx).to(mel.device)
+    cand = logmel[..., idx_t] + torch.from_numpy(nlw).to(mel.device)   # [B, T, F, k]
+    return cand.amin(-1) / cfg.power
+
+
 def window(cfg: AudioConfig, device: torch.device | str = "cpu",
            dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Periodic Hann window of ``win_length`` (torch.stft centres it inside n_fft)."""

@@ -32,14 +32,21 @@ def sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def save(state_dict: dict, card: dict[str, Any], path: str | Path) -> Path:
-    """Write ``path`` (.pt) and its card (.json) with the checksum, atomically."""
+def save(state_dict: dict, card: dict[str, Any], path: str | Path, half: bool = False) -> Path:
+    """Write ``path`` (.pt) and its card (.json) with the checksum, atomically.
+
+    ``half``: floating tensors stored as float16 (half the size; ``load_state_dict`` casts
+    them back to the model's float32)."""
     path = Path(path).with_suffix(".pt")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name("." + path.name + ".tmp")
-    torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, tmp)
+    state = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    torch.save(state, tmp)
     os.replace(tmp, path)
-    card = {**card, "file": path.name, "sha256": sha256(path),
+    card = {**card, "file": path.name, "sha256": sha256(path), "stored_dtype":
+            "float16" if half else "float32",
             "bytes": path.stat().st_size}
     path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     return path
@@ -120,7 +127,8 @@ def load_invert_model(name_or_path: str | Path | None, config: AudioConfig,
     if diff:
         raise WeightsError(f"weights {name_or_path} were trained on another audio config than "
                            f"the input's: {'; '.join(diff)}")
-    model = PInvConvSkip(audio, ModelConfig(**card["model"]))
+    # cards written before ``mel_bound`` existed describe models trained without the clamp
+    model = PInvConvSkip(audio, ModelConfig(**{"mel_bound": False, **card["model"]}))
     model.load_state_dict(state)
     return model.to(device).eval()
 

@@ -68,3 +68,23 @@ def test_nan_mel_is_reported_not_fatal(tmp_path, store80):
     assert [f.id for f in res.failures] == [entry.id]
     assert "NaN" in res.failures[0].reason and str(s) in res.failures[0].reason
     assert res.done == 13
+
+
+@pytest.mark.parametrize("preset", ["mel80-16k", "torchaudio-16k", "librosa-22k", "hifigan-22k"])
+def test_mel_bound_holds_for_real_speech(wav_corpus, preset):
+    """log_magnitude_bound (the learned model's output clamp) is never below the true
+    log-magnitude of real speech, and it is tight enough to matter (median gap < 3 nepers)."""
+    from pipeline.audio import load
+    from pipeline.mel import compress, filterbank, log_magnitude_bound, ragged_batch, stft
+
+    cfg = load_config(preset)
+    ys = [load(u.path, cfg.sample_rate) for u in wav_corpus[:4]]
+    batch, _ = ragged_batch(ys, cfg)
+    mag = stft(batch, cfg, padded=True).abs().transpose(1, 2)          # [B, T, F]
+    spec = mag if cfg.power == 1 else mag.pow(cfg.power)
+    mel = compress(spec @ filterbank(cfg).T, cfg)
+    bound = log_magnitude_bound(mel, cfg)
+    logmag = mag.clamp_min(1e-30).log()
+    assert (logmag <= bound + 1e-4).all()
+    finite = torch.isfinite(bound) & (mag > 1e-4)
+    assert (bound - logmag)[finite].median() < 3.0
