@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..config import AudioConfig
-from .gla import EPS, initial_phase, iterate
+from .gla import initial_phase, iterate, project
 from .stft import FramePair
 
 REL_FLOOR = 1e-3     # magnitude floor relative to the item's peak, for the normalisation
@@ -77,10 +77,6 @@ class DeGLINet(nn.Module):
 
     def card(self) -> dict:
         return {"arch": "DeGLI", "audio": self.audio.to_dict(), "model": asdict(self.hparams)}
-
-
-def project(x: torch.Tensor, mag: torch.Tensor) -> torch.Tensor:
-    return x * (mag / x.abs().add(EPS))
 
 
 def block(net: DeGLINet, x: torch.Tensor, mag: torch.Tensor, pair: FramePair) -> torch.Tensor:
