@@ -378,6 +378,10 @@ def train_invert(
     lr: float = typer.Option(2e-3),
     patience: int = typer.Option(6, help="Early stopping: epochs without validation gain."),
     channels: int = typer.Option(128, help="Model width."),
+    loss_floor: float = typer.Option(0.01, help="Training loss: L1 of log(magnitude + floor) "
+                                     "(+ spectral convergence); larger = quiet bins count less."),
+    ema: float = typer.Option(0.998, help="Decay of the weight average that is validated and "
+                              "exported (0: the raw weights)."),
     seed: int = typer.Option(0),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
@@ -387,7 +391,8 @@ def train_invert(
 
     try:
         card = run(train, val, out, TrainConfig(epochs=epochs, steps_per_epoch=steps,
-                   batch_size=batch_size, crop=crop, lr=lr, patience=patience, seed=seed),
+                   batch_size=batch_size, crop=crop, lr=lr, patience=patience, seed=seed,
+                   loss_floor=loss_floor, ema=ema),
                    ModelConfig(channels=channels), progress=not quiet)
     except (*_errors(), ValueError) as exc:
         _fail(str(exc))

@@ -26,3 +26,10 @@ def test_train_checkpoints_resumes_and_exports(tmp_path, store80):
     assert all(isinstance(v, torch.Tensor) for v in state.values())
     for k in ("loss", "sc", "lsd_db", "corpus_sc"):
         assert k in loaded["validation"]
+    # exported in float16 (half the bytes), loaded back into a float32 model
+    assert loaded["stored_dtype"] == "float16"
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+    from pipeline.store import Store
+    model = W.load_invert_model(out / "tiny-run.pt", Store(store80).config)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert model.hparams.mel_bound
