@@ -382,6 +382,8 @@ def train_invert(
                                      "(+ spectral convergence); larger = quiet bins count less."),
     ema: float = typer.Option(0.998, help="Decay of the weight average that is validated and "
                               "exported (0: the raw weights)."),
+    gain_db: float = typer.Option(0.0, "--gain-db", help="Level augmentation: each training crop "
+                                  "scaled by a random gain within +-this many dB."),
     seed: int = typer.Option(0),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
@@ -392,7 +394,7 @@ def train_invert(
     try:
         card = run(train, val, out, TrainConfig(epochs=epochs, steps_per_epoch=steps,
                    batch_size=batch_size, crop=crop, lr=lr, patience=patience, seed=seed,
-                   loss_floor=loss_floor, ema=ema),
+                   loss_floor=loss_floor, ema=ema, gain_db=gain_db),
                    ModelConfig(channels=channels), progress=not quiet)
     except (*_errors(), ValueError) as exc:
         _fail(str(exc))

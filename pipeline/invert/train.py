@@ -38,6 +38,7 @@ class TrainConfig:
     threads: int = 0   # 0: all cores
     loss_floor: float = 1e-2   # log(mag + floor): errors far below audibility count little
     ema: float = 0.998   # validated and exported: an exponential moving average of the weights
+    gain_db: float = 0.0   # level augmentation: each crop scaled by a gain uniform in +-gain_db
 
 
 def load_frames(store: Store, min_frames: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]], list[str]]:
@@ -63,6 +64,16 @@ def loss_fn(log_pred: torch.Tensor, mag: torch.Tensor, floor: float = 1e-2) -> t
     # over the whole batch: a silent crop (digital silence in a recording) must not divide by ~0
     sc = torch.linalg.vector_norm(pred - mag) / torch.linalg.vector_norm(mag).clamp_min(1e-6)
     return l1 + sc
+
+
+def level_augment(mel: torch.Tensor, mag: torch.Tensor, cfg: AudioConfig, gain_db: float,
+                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale each crop's audio by a random gain (uniform in dB): the magnitude by ``a``, the
+    mel recomputed from its linear form (power ``a**p``, clamp and log of the config)."""
+    from ..mel import compress, decompress
+    db = (torch.rand(mel.shape[0], 1, 1, generator=gen) * 2 - 1) * gain_db
+    a = 10 ** (db / 20)
+    return compress(decompress(mel, cfg) * a ** cfg.power, cfg), mag * a
 
 
 def _batches(spans, n_items: int, batch_size: int):
@@ -194,6 +205,8 @@ def train_invert(train_store: str | Path, val_store: str | Path, out: str | Path
                 idx = (starts[pick] + off)[:, None] + torch.arange(crop)[None, :]
                 m = torch.from_numpy(mel[idx.numpy()])
                 g = torch.from_numpy(mag[idx.numpy()])
+                if train_cfg.gain_db:
+                    m, g = level_augment(m, g, cfg, train_cfg.gain_db, gen)
                 loss = loss_fn(model(m), g, train_cfg.loss_floor)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
