@@ -33,3 +33,21 @@ def test_train_checkpoints_resumes_and_exports(tmp_path, store80):
     model = W.load_invert_model(out / "tiny-run.pt", Store(store80).config)
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert model.hparams.mel_bound
+
+
+def test_level_augmentation_is_a_true_gain(store80):
+    """The augmented mel is exactly the mel of the scaled magnitude (real speech)."""
+    from pipeline.invert.train import level_augment
+    from pipeline.mel import compress, filterbank
+    from pipeline.store import Store
+
+    s = Store(store80)
+    cfg = s.config
+    name = s.shard_names()[0]
+    mel = torch.from_numpy(s.read_array(name, "mel")[:200])[None].repeat(3, 1, 1)
+    mag = torch.from_numpy(s.read_array(name, "mag_true")[:200])[None].repeat(3, 1, 1)
+    m2, g2 = level_augment(mel, mag, cfg, 12.0, torch.Generator().manual_seed(0))
+    ratio = (g2.sum((1, 2)) / mag.sum((1, 2)))
+    assert (ratio > 10 ** (-12 / 20) - 1e-4).all() and (ratio < 10 ** (12 / 20) + 1e-4).all()
+    assert not torch.allclose(ratio, ratio[0].expand(3))          # a gain per crop
+    torch.testing.assert_close(m2, compress(g2 @ filterbank(cfg).T, cfg), atol=2e-4, rtol=0)
