@@ -11,10 +11,8 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from pesq import pesq
-from pystoi import stoi
-
 from pipeline.audio import load
+from pipeline.metrics import MetricError, pesq_wb, stoi
 from pipeline.invert.stage import invert_frames
 from pipeline.phase import reconstruct
 from pipeline.store import Store
@@ -40,10 +38,11 @@ def main():
         p, st, skipped = [], [], 0
         for y, w in zip(refs, waves):
             try:
-                p.append(pesq(16000, y, w, "wb"))
-                st.append(stoi(y, w, 16000))
-            except Exception:  # noqa: BLE001 - pesq: "No utterances detected"
+                p.append(pesq_wb(reference=y, estimate=w, sample_rate=cfg.sample_rate))
+            except MetricError:   # e.g. PESQ found no utterance
                 skipped += 1
+                continue
+            st.append(stoi(reference=y, estimate=w, sample_rate=cfg.sample_rate))
         print(f"{a.weights} momentum {mom}: PESQ {np.mean(p):.3f} STOI {np.mean(st):.4f} "
               f"({len(p)} utterances, {skipped} unscorable)", flush=True)
 
