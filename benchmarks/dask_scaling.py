@@ -61,7 +61,7 @@ def main():
         # the same dask machinery both ways: warm clusters of 1 and 2 single-threaded workers
         # (imports done) on the same 40 shards, no start-up in the timing
         from pipeline.parallel import _guarded
-        from pipeline.phase.stage import phase_shard
+        from pipeline.phase.stage import PhaseJob, phase_shard
         names = Store(store).shard_names()[:40]
         for nw in (1, 2):
             with LocalCluster(n_workers=nw, threads_per_worker=1, dashboard_address=None,
@@ -69,9 +69,8 @@ def main():
                 c.run(lambda: __import__("pipeline.phase.stage"))
                 dest = str(Path(tmp) / f"warm{nw}")
                 t = time.perf_counter()
-                fs = [c.submit(_guarded, phase_shard, n, (str(store), n, dest, "fgla", 100, "true",
-                                                         "zeros", "cpu", 256, 1, 0, {}), pure=False)
-                      for n in names]
+                job = PhaseJob(str(store), dest, "fgla", 100, source="true", threads=1)
+                fs = [c.submit(_guarded, phase_shard, n, (job, n), pure=False) for n in names]
                 assert all(f.result().error is None for f in fs)
                 out[f"warm_cluster_{nw}_workers_40_shards_seconds"] = round(time.perf_counter() - t, 2)
         out["warm_speedup_2_vs_1"] = round(out["warm_cluster_1_workers_40_shards_seconds"]

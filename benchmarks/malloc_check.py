@@ -19,7 +19,7 @@ from pipeline.config import load_config
 from pipeline.extract import extract
 from pipeline.manifest import write_manifest
 from pipeline.parallel import tune_malloc
-from pipeline.phase.stage import phase_shard
+from pipeline.phase.stage import PhaseJob, phase_shard
 from pipeline.store import Store
 
 
@@ -33,8 +33,9 @@ def main():
     names = Store(store).shard_names()[:40]
     out = tempfile.mkdtemp()
     t = time.perf_counter()
+    job = PhaseJob(store, out, "fgla", 100, source="true", threads=1)
     for n in names:
-        phase_shard(store, n, out, "fgla", 100, "true", "zeros", "cpu", 256, 1, 0, {})
+        phase_shard(job, n)
     print(f"{mode} MALLOC_TRIM_THRESHOLD_={os.environ.get('MALLOC_TRIM_THRESHOLD_')}: "
           f"{time.perf_counter() - t:.2f} s")
 

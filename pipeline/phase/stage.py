@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -52,16 +53,31 @@ def reconstruct(mags: list[np.ndarray], n_samples: list[int], cfg: AudioConfig, 
     return out  # type: ignore[return-value]
 
 
-def phase_shard(store_path: str, name: str, out_dir: str, algo: str, n_iter: int, source: str,
-                init: str, device: str, batch_frames: int, threads: int, seed: int,
-                extra: dict) -> dict:
-    """Worker task. Buckets are formed over all of the shard's utterances, whatever already
-    exists, and a bucket with any wav missing is recomputed whole: a resumed run computes
-    exactly what an uninterrupted one does."""
-    torch.set_num_threads(threads)
+@dataclass(frozen=True)
+class PhaseJob:
+    """What every shard of one ``phase`` run shares (sent to the workers with each shard)."""
+    store_path: str
+    out_dir: str
+    algo: str = "fgla"
+    n_iter: int = 100
+    source: str = "mag"
+    init: str = "zeros"
+    device: str = "cpu"
+    batch_frames: int = PHASE_BATCH_FRAMES
+    threads: int = 1
+    seed: int = 0
+    extra: dict = field(default_factory=dict)   # algorithm options (momentum, weights, ...)
+
+
+def phase_shard(job: PhaseJob, name: str) -> dict:
+    """Worker task: one shard. Buckets are formed over all of the shard's utterances, whatever
+    already exists, and a bucket with any wav missing is recomputed whole: a resumed run
+    computes exactly what an uninterrupted one does."""
+    torch.set_num_threads(job.threads)
+    store_path, source, batch_frames = job.store_path, job.source, job.batch_frames
     store = Store(store_path)
     cfg = store.config
-    out = Path(out_dir)
+    out = Path(job.out_dir)
     entries = store.entries(name)
     if all(wav_path(out, e.id).exists() for e in entries):
         return {"n": 0, "seconds": 0.0, "failures": []}
@@ -74,15 +90,16 @@ def phase_shard(store_path: str, name: str, out_dir: str, algo: str, n_iter: int
                                     "has NaN/Inf or negative values; re-run `pipeline invert`"))
         else:
             good.append(e)
-    dev = resolve_device(device)
+    dev = resolve_device(job.device)
     done = 0
     for group in buckets([e.n_frames for e in good], batch_frames):
         items = [good[i] for i in group]
         if all(wav_path(out, e.id).exists() for e in items):
             continue
         waves = reconstruct([data[e.offset:e.offset + e.n_frames] for e in items],
-                            [e.n_samples for e in items], cfg, algo, n_iter=n_iter, init=init,
-                            device=dev, batch_frames=batch_frames, seed=seed, **extra)
+                            [e.n_samples for e in items], cfg, job.algo, n_iter=job.n_iter,
+                            init=job.init, device=dev, batch_frames=batch_frames, seed=job.seed,
+                            **job.extra)
         for e, y in zip(items, waves):
             if not wav_path(out, e.id).exists():
                 write_wav(wav_path(out, e.id), y, cfg.sample_rate)
@@ -122,8 +139,9 @@ def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *, n_
     todo = [n for n in store.shard_names()
             if any(not wav_path(out, e.id).exists() for e in store.entries(n))]
     threads = threads or threads_per_worker(workers, cluster, profile)
-    tasks = [(n, (str(store_path), n, str(out), algo, n_iter, source, init, device, batch_frames,
-                  threads, seed, extra)) for n in todo]
+    job = PhaseJob(str(store_path), str(out), algo, n_iter, source, init, device, batch_frames,
+                   threads, seed, extra)
+    tasks = [(n, (job, n)) for n in todo]
     res = StageResult(store=out, skipped_shards=len(store.shard_names()) - len(todo))
     results = run_tasks(phase_shard, tasks, workers=workers, cluster=cluster, profile=profile,
                         desc=f"phase ({algo}, {n_iter} it)", progress=progress)
