@@ -5,6 +5,9 @@ PESQ cannot score (no speech detected) are skipped and counted.
 
     .venv/bin/python benchmarks/invert_val.py --weights runs/NAME/NAME.pt
         [--store data/val-mel80-16k.zarr] [--momentum 0.99 [0.9 ...]]
+        [--init zeros [random pghi ...]] [--seeds 0 [1 2 ...]]
+
+Every combination of momentum x init x seed is scored (the seed only matters for ``random``).
 """
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ def main():
     ap.add_argument("--store", default="data/val-mel80-16k.zarr")
     ap.add_argument("--momentum", type=float, nargs="+", default=[0.99])
     ap.add_argument("--iters", type=int, default=100)
+    ap.add_argument("--init", nargs="+", default=["zeros"], choices=["zeros", "random", "pghi"])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     a = ap.parse_args()
     s = Store(a.store)
     cfg = s.config
@@ -32,9 +37,11 @@ def main():
     ents, mels = zip(*s.iter_utterances("mel"))
     mags = invert_frames(list(mels), cfg, "model", model=model)
     refs = [load(e.source, cfg.sample_rate) for e in ents]
-    for mom in a.momentum:
+    runs = [(m, i, sd) for m in a.momentum for i in a.init
+            for sd in (a.seeds if i == "random" else [0])]
+    for mom, init, seed in runs:
         waves = reconstruct(mags, [e.n_samples for e in ents], cfg, "fgla", n_iter=a.iters,
-                            momentum=mom)
+                            momentum=mom, init=init, seed=seed)
         p, st, skipped = [], [], 0
         for y, w in zip(refs, waves):
             try:
@@ -43,7 +50,7 @@ def main():
                 skipped += 1
                 continue
             st.append(stoi(reference=y, estimate=w, sample_rate=cfg.sample_rate))
-        print(f"{a.weights} momentum {mom}: PESQ {np.mean(p):.3f} STOI {np.mean(st):.4f} "
+        print(f"{a.weights} momentum {mom} init {init} seed {seed}: PESQ {np.mean(p):.3f} STOI {np.mean(st):.4f} "
               f"({len(p)} utterances, {skipped} unscorable)", flush=True)
 
 
