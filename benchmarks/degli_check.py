@@ -1,10 +1,12 @@
-"""DeGLI development check on validation speech (true magnitudes): FGLA warm-up then k DeGLI
-blocks of a trained net vs the same number of plain GLA steps (the zero-residual net) vs more
-FGLA iterations, PESQ-WB and seconds. Uses a training run's ``best.pt``, so it works before any
-weights are exported or shipped.
+"""DeGLI development check on validation speech: FGLA warm-up then k DeGLI blocks of a
+trained net vs the same number of plain GLA steps (the zero-residual net) vs more FGLA
+iterations, PESQ-WB and seconds. Uses a training run's ``best.pt``, so it works before any
+weights are exported or shipped. True magnitudes by default; with ``--after-model WEIGHTS``
+the magnitudes those inversion weights give from the store's mels (for a net trained with
+``pipeline train degli --after-model``).
 
     .venv/bin/python benchmarks/degli_check.py runs/NAME/best.pt --channels 8
-        [--store data/val-mel80-16k.zarr] [--warmup 100] [--threads 2]
+        [--store data/val-mel80-16k.zarr] [--warmup 100] [--threads 2] [--after-model W]
 """
 from __future__ import annotations
 
@@ -27,15 +29,22 @@ def main():
     ap.add_argument("--store", default="data/val-mel80-16k.zarr")
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--after-model", default=None)
+    ap.add_argument("--utterances", type=int, default=20)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     s = Store(a.store)
     cfg = s.config
-    ents, mags = zip(*list(s.iter_utterances("mag_true")))
-    ents, mags = ents[:60:3], list(mags[:60:3])        # 20 utterances spread over the store
+    ents, mags = zip(*list(s.iter_utterances("mel" if a.after_model else "mag_true")))
+    step = 3 * 20 // a.utterances if a.utterances <= 20 else max(len(ents) // a.utterances, 1)
+    ents, mags = ents[:step * a.utterances:step], list(mags[:step * a.utterances:step])
+    if a.after_model:    # mags holds mels: invert them
+        from pipeline.invert.stage import invert_frames
+        from pipeline.weights import load_invert_model
+        mags = invert_frames(mags, cfg, "model", model=load_invert_model(a.after_model, cfg))
     refs = [load(e.source, cfg.sample_rate) for e in ents]
     n = [e.n_samples for e in ents]
-    hp = DeGLIConfig(channels=a.channels)
+    hp = DeGLIConfig(channels=a.channels, magnitude="model" if a.after_model else "true")
     net = DeGLINet(cfg, hp)
     net.load_state_dict(torch.load(a.state, map_location="cpu", weights_only=True))
     zero = DeGLINet(cfg, hp)

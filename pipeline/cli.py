@@ -351,16 +351,24 @@ def train_degli(
                                  "costs ~15-26 FGLA iterations on CPU)."),
     warmup: int = typer.Option(100, help="FGLA iterations before the blocks at inference "
                                "(validation uses this; training samples 20-200)."),
+    after_model: Optional[str] = typer.Option(None, "--after-model", help="Train for the "
+                                              "magnitudes of these inversion weights (name or "
+                                              "path) instead of true ones: the blocks may then "
+                                              "correct the magnitude too."),
     seed: int = typer.Option(0),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """Train the DeGLI residual network on FGLA iterates of the stores' true STFTs."""
+    """Train the DeGLI residual network on FGLA iterates of the stores' STFTs (true magnitudes,
+    or the learned inverter's with --after-model)."""
     from .phase.degli import DeGLIConfig, DeGLITrainConfig, train_degli as run
+    from .weights import WeightsError
 
+    hp = DeGLIConfig(channels=channels, warmup=warmup,
+                     magnitude="model" if after_model else "true", invert_weights=after_model)
     try:
         card = run(train, val, out, DeGLITrainConfig(epochs=epochs, steps_per_epoch=steps, seed=seed),
-                   DeGLIConfig(channels=channels, warmup=warmup), progress=not quiet)
-    except (*_errors(), ValueError) as exc:
+                   hp, progress=not quiet)
+    except (*_errors(), WeightsError, ValueError) as exc:
         _fail(str(exc))
     console.print(f"best epoch {card['best_epoch']}: {card['validation']} -> {out / (out.name + '.pt')}")
 

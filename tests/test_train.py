@@ -51,3 +51,33 @@ def test_level_augmentation_is_a_true_gain(store80):
     assert (ratio > 10 ** (-12 / 20) - 1e-4).all() and (ratio < 10 ** (12 / 20) + 1e-4).all()
     assert not torch.allclose(ratio, ratio[0].expand(3))          # a gain per crop
     torch.testing.assert_close(m2, compress(g2 @ filterbank(cfg).T, cfg), atol=2e-4, rtol=0)
+
+
+def test_train_degli_after_the_inverter_exports_usable_weights(tmp_path, store80):
+    """A DeGLI net for the learned inverter's magnitudes: a tiny throwaway run exports weights
+    whose card names the inverter (and its checksum), `phase` runs them after `invert`, and
+    refuses them on true magnitudes, which they were not trained for."""
+    import shutil
+
+    import pytest
+    from pipeline.invert import invert
+    from pipeline.phase import phase
+    from pipeline.phase.degli import DeGLIConfig, DeGLITrainConfig, train_degli
+
+    out = tmp_path / "degli-tiny"
+    hp = DeGLIConfig(channels=4, warmup=5, magnitude="model", invert_weights="invert-mel80-16k")
+    tc = DeGLITrainConfig(epochs=1, steps_per_epoch=2, batch_size=2, max_utterances=4,
+                          warmup_range=(2, 4))
+    store = tmp_path / "s.zarr"
+    shutil.copytree(store80, store)     # invert writes into it: leave the shared store alone
+    card = train_degli(store, store, out, tc, hp, progress=False)
+    assert card["model"]["magnitude"] == "model"
+    assert card["invert_weights_sha256"] == W.read_card(W.resolve("invert-mel80-16k"))["sha256"]
+    assert card["validation"]["loss"] <= card["validation"]["plain_gla_block_loss"] + 1e-6
+    assert invert(store, "model", progress=False).ok
+    res = phase(store, tmp_path / "wav", "degli", n_iter=1, weights=str(out / "degli-tiny.pt"),
+                progress=False)
+    assert res.ok and res.done == 14 and len(list((tmp_path / "wav").rglob("*.wav"))) == 14
+    with pytest.raises(ValueError, match="--source mag"):
+        phase(store, tmp_path / "wav2", "degli", n_iter=1, source="true",
+              weights=str(out / "degli-tiny.pt"), progress=False)

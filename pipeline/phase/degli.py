@@ -13,7 +13,12 @@ Departures from the paper, for a net small enough for CPUs:
   from a zero or random phase), not on additive noise, and its loss is the inconsistency of
   its output (see ``_loss``), not the distance to the true phase;
 - inference runs ``warmup`` FGLA iterations (default: the regime the net was trained for),
-  then ``n_iter`` blocks.
+  then ``n_iter`` blocks;
+- ``magnitude="model"``: a net trained after the learned inverter's magnitudes (which are
+  estimates, not the truth). Its output is not projected back onto the estimate, so a block
+  may correct the magnitude as well as the phase; its loss is the distance of the output's
+  re-analysed magnitude to the true one. With a zero residual it is exactly FGLA
+  (ISTFT(P_C(Y)) = ISTFT(Y)).
 Shapes: magnitude ``[B, T, F]``, complex spectrograms ``[B, T, F]``.
 """
 from __future__ import annotations
@@ -41,6 +46,8 @@ class DeGLIConfig:
     kernel_t: int = 3
     kernel_f: int = 5
     warmup: int = 100     # FGLA iterations before the first block at inference
+    magnitude: str = "true"   # "true": phase only; "model": after the learned inverter (see above)
+    invert_weights: str | None = None   # the inverter a "model" net was trained after
 
 
 class _GatedConv(nn.Module):
@@ -102,7 +109,11 @@ def degli(mag: torch.Tensor, lengths: torch.Tensor, cfg: AudioConfig, n_iter: in
     x = iterate(x, mag, pair, warm, momentum)
     for _ in range(n_iter):
         x = block(model, x, mag, pair)
-    return pair.istft(project(x, mag)), pair
+    if model.hparams.magnitude == "true" or n_iter == 0:
+        x = project(x, mag)
+    else:   # unprojected: the batch-padding frames still hold the consistency projection's tail
+        x = pair.own_frames(x)
+    return pair.istft(x), pair
 
 
 # ------------------------------------------------------------------------------ training
@@ -128,16 +139,24 @@ def _load_waves(store, limit: int, min_samples: int, gen: torch.Generator) -> li
     return [load(entries[i].source, store.config.sample_rate) for i in sorted(pick)]
 
 
-def _loss(net, X, S, pair) -> torch.Tensor:
-    """Spectral convergence of the block's output after amplitude projection and
-    re-analysis: ``|| |STFT(ISTFT(P_A(out)))| - |S| || / || |S| ||``, the inconsistency GLA
-    itself minimises. It needs no true phase: a loss against the true STFT (tried first)
-    cannot tell ``s`` from a shifted or sign-flipped but equally good signal; that net
-    lowered its L1 by 8 % while validation PESQ fell from 4.31 to 3.81."""
-    mag = S.abs()
+def _loss(net, X, mag, true_mag, pair) -> torch.Tensor:
+    """Phase only (``mag`` is the truth): spectral convergence of the block's output after
+    amplitude projection and re-analysis, ``|| |STFT(ISTFT(P_A(out)))| - |S| || / || |S| ||``,
+    the inconsistency GLA itself minimises. It needs no true phase: a loss against the true
+    STFT (tried first) cannot tell ``s`` from a shifted or sign-flipped but equally good
+    signal; that net lowered its L1 by 8 % while validation PESQ fell from 4.31 to 3.81.
+
+    After the inverter (``mag`` an estimate): the output is not projected, and the loss is
+    the inverter's own (L1 of floored logs + SC) between its re-analysed magnitude and the
+    true one."""
     out = block(net, X, mag, pair)
-    again = pair.stft(pair.istft(project(out, mag))).abs()
-    return torch.linalg.vector_norm(again - mag) / torch.linalg.vector_norm(mag).clamp_min(1e-8)
+    if net.hparams.magnitude == "true":
+        again = pair.stft(pair.istft(project(out, mag))).abs()
+        return (torch.linalg.vector_norm(again - true_mag)
+                / torch.linalg.vector_norm(true_mag).clamp_min(1e-8))
+    from ..invert.train import loss_fn
+    again = pair.stft(pair.istft(out)).abs()
+    return loss_fn(again.clamp_min(1e-12).log(), true_mag)
 
 
 def train_degli(train_store: str | Path, val_store: str | Path, out: str | Path,
@@ -164,22 +183,38 @@ def train_degli(train_store: str | Path, val_store: str | Path, out: str | Path,
     vpair = FramePair(cfg, T, torch.full((len(vwaves),), n))
     net = DeGLINet(cfg, hp)
     opt = torch.optim.Adam(net.parameters(), lr=tc.lr)
+    if hp.magnitude == "model":
+        from ..mel import mel_from_magnitude
+        inverter = W.load_invert_model(hp.invert_weights, cfg)
+        for q in inverter.parameters():
+            q.requires_grad_(False)
+
+        def known(S: torch.Tensor) -> torch.Tensor:
+            """What inference will see: the inverter's magnitude from the mel of ``S``."""
+            with torch.no_grad():
+                mel = mel_from_magnitude(S.abs().transpose(1, 2), cfg).transpose(1, 2)
+                return inverter(mel).exp()
+    elif hp.magnitude == "true":
+        def known(S: torch.Tensor) -> torch.Tensor:
+            return S.abs()
+    else:
+        raise ValueError(f"unknown DeGLI magnitude {hp.magnitude!r}: 'true' or 'model'")
 
     def spec(batch: list[np.ndarray], p: FramePair) -> torch.Tensor:
         y = torch.nn.functional.pad(torch.from_numpy(np.stack(batch)), (p.pad, p.length - p.pad - n))
         return p.stft(y)
 
-    def start(S: torch.Tensor, p: FramePair, k: int, init: str, g: torch.Generator) -> torch.Tensor:
-        mag = S.abs()
+    def start(mag: torch.Tensor, p: FramePair, k: int, init: str, g: torch.Generator) -> torch.Tensor:
         with torch.no_grad():
             return iterate(mag * initial_phase(mag, init, g, cfg), mag, p, k)
 
     vS = spec([w[:n] for w in vwaves], vpair)
-    vX = start(vS, vpair, hp.warmup, "zeros", gen)
+    vM = known(vS)
+    vX = start(vM, vpair, hp.warmup, "zeros", gen)
 
     def val_loss() -> float:
         with torch.inference_mode():
-            return float(_loss(net, vX, vS, vpair))
+            return float(_loss(net, vX, vM, vS.abs(), vpair))
 
     history, best = [], (float("inf"), -1)
     base = val_loss()   # zero-initialised output layer: one more plain GLA iteration
@@ -199,7 +234,8 @@ def train_degli(train_store: str | Path, val_store: str | Path, out: str | Path,
                 S = spec(batch, pair)
                 k = int(torch.randint(lo, hi + 1, (1,), generator=gen))
                 init = "random" if torch.rand(1, generator=gen).item() < 0.5 else "zeros"
-                loss = _loss(net, start(S, pair, k, init, gen), S, pair)
+                M = known(S)
+                loss = _loss(net, start(M, pair, k, init, gen), M, S.abs(), pair)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -219,8 +255,14 @@ def train_degli(train_store: str | Path, val_store: str | Path, out: str | Path,
     card = {**net.card(), "trained_on": str(train_store), "validated_on": str(val_store),
             "train": asdict(tc), "best_epoch": best[1],
             "validation": {"loss": best[0], "plain_gla_block_loss": base,
-                           "what": f"spectral convergence after one block on FGLA-{hp.warmup} "
-                                   "iterates of 32 one-second validation crops"},
+                           "what": ("spectral convergence" if hp.magnitude == "true" else
+                                    "L1 of floored logs + SC vs the true magnitude") +
+                                   f" after one block on FGLA-{hp.warmup} iterates of 32 "
+                                   "one-second validation crops" +
+                                   ("" if hp.magnitude == "true" else
+                                    f" ({hp.invert_weights}'s magnitudes)")},
             "train_seconds": history[-1]["seconds"] if history else 0}
+    if hp.magnitude == "model":   # which inverter exactly: a retrained one needs a new net
+        card["invert_weights_sha256"] = W.read_card(W.resolve(hp.invert_weights))["sha256"]
     W.save(state, card, out / f"{out.name}.pt")
     return card

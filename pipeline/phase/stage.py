@@ -130,7 +130,12 @@ def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *, n_
                          f"'{SOURCES[source]}' yet; run `{step}` first")
     if algo == "degli":
         from ..weights import load_degli
-        load_degli(extra.get("weights"), store.config)   # fail early, before any work
+        net = load_degli(extra.get("weights"), store.config)   # fail early, before any work
+        if net.hparams.magnitude == "model" and source == "true":
+            raise ValueError(f"DeGLI weights {extra.get('weights') or '(default)'} were trained "
+                             f"for the magnitudes of {net.hparams.invert_weights}, not true ones: "
+                             "use --source mag after `pipeline invert --method model`, or "
+                             "phase-only weights (`pipeline train degli` without --after-model)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.rglob(".tmp-*.wav"):     # left by a run killed mid-write

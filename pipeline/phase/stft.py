@@ -37,6 +37,7 @@ class FramePair:
         # overlap-added squared window of those frames only, so batch padding changes nothing.
         own = torch.tensor([cfg.n_frames(int(n)) for n in lengths], device=device)
         frame_mask = (torch.arange(n_frames, device=device)[None, :] < own[:, None]).to(dtype)
+        self.frame_mask = frame_mask[:, :, None]                              # [B, T, 1]
         env = self._overlap_add(frame_mask[:, :, None] * win.pow(2))          # [B, L]
         inv = torch.where(env > 1e-10, 1.0 / env.clamp_min(1e-10), torch.zeros_like(env))
         pos = torch.arange(self.length, device=device)
@@ -62,9 +63,16 @@ class FramePair:
         return torch.fft.rfft(x.unfold(-1, self.n_fft, self.hop) * self.win, dim=-1)
 
     def istft(self, spec: torch.Tensor) -> torch.Tensor:
-        """Complex ``[B, T, F]`` -> padded signals ``[B, L]`` (least-squares ISTFT, masked)."""
+        """Complex ``[B, T, F]`` -> padded signals ``[B, L]`` (least-squares ISTFT, masked).
+
+        Frames past an item's own are not masked here (GLA's amplitude projection zeroes them
+        already); an unprojected spectrogram goes through :meth:`own_frames` first."""
         frames = torch.fft.irfft(spec, n=self.n_fft, dim=-1) * self.win
         return self._overlap_add(frames) * self.scale
+
+    def own_frames(self, spec: torch.Tensor) -> torch.Tensor:
+        """Zero each item's frames past its own end (the batch padding)."""
+        return spec * self.frame_mask
 
     def crop(self, x: torch.Tensor, lengths: list[int]) -> list[torch.Tensor]:
         return [x[i, self.pad:self.pad + n] for i, n in enumerate(lengths)]
