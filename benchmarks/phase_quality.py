@@ -1,12 +1,18 @@
-"""Phase retrieval on TRUE magnitudes (phase only): PESQ-WB / STOI vs iterations and wall time.
+"""Phase retrieval quality vs iterations and wall time: PESQ-WB / STOI.
 
-GLA, FGLA (zeros / random / pghi initial phase) and DeGLI (shipped weights: FGLA warm-up,
-then DeGLI blocks), batched over the whole test corpus (pocketsphinx-testdata, 46.6 s) in
-one process. DeGLI is compared with FGLA at equal wall time: the FGLA curve (same run) is
-interpolated at each DeGLI run's seconds.
+Default: on TRUE magnitudes (phase only). With ``--magnitudes model``: on the magnitudes the
+learned inverter (``--invert-weights``, default the shipped one) estimates from the 80-mel
+spectrograms, i.e. the last stage of the product's mel -> waveform chain.
+
+GLA, FGLA (zeros / random / pghi initial phase) and DeGLI (``--degli-weights``, default the
+shipped weights made for that kind of magnitude: FGLA warm-up, then DeGLI blocks), batched
+over the whole test corpus (pocketsphinx-testdata, 46.6 s) in one process. DeGLI is
+compared with FGLA at equal wall time: the FGLA curve (same run) is interpolated at each
+DeGLI run's seconds.
 
     .venv/bin/python benchmarks/phase_quality.py [--iters 0 5 10 25 50 100 200]
         [--degli 1 2 4 8] [--warmup 100] [--fgla-extra 110 125 150 300]
+        [--magnitudes true|model] [--invert-weights W] [--degli-weights W]
 """
 from __future__ import annotations
 
@@ -33,9 +39,19 @@ def main():
     ap.add_argument("--fgla-extra", type=int, nargs="*", default=[110, 125, 150, 300],
                     help="more FGLA (zeros) points for the equal-wall-time comparison")
     ap.add_argument("--repeats", type=int, default=3, help="timing: best of N")
+    ap.add_argument("--magnitudes", choices=["true", "model"], default="true")
+    ap.add_argument("--invert-weights", default=None)
+    ap.add_argument("--degli-weights", default=None)
     a = ap.parse_args()
     cfg = load_config("mel80-16k")
     ys, mags, lengths, audio_s = true_magnitudes(cfg)
+    if a.magnitudes == "model":
+        import torch
+        from pipeline.invert.stage import invert_frames
+        from pipeline.mel import mel_from_magnitude
+        from pipeline.weights import load_invert_model
+        mels = [mel_from_magnitude(torch.from_numpy(m.T)[None], cfg)[0].T.numpy() for m in mags]
+        mags = invert_frames(mels, cfg, "model", model=load_invert_model(a.invert_weights, cfg))
     reconstruct(mags[:2], lengths[:2], cfg, "fgla", n_iter=2)
 
     def run(algo, it, **kw):
@@ -61,13 +77,16 @@ def main():
         rows.append(run("fgla", it, init="zeros"))
     fgla = sorted((r["seconds"], r["pesq_wb"], r["iters"]) for r in rows
                   if r["algo"] == "fgla" and r["init"] == "zeros")
-    from pipeline.weights import available
-    if a.degli and not available("DeGLI"):
-        print("no DeGLI weights shipped (see BENCHMARKS.md): DeGLI rows skipped", flush=True)
+    from pipeline.weights import WEIGHTS_DIR, available, read_card
+    dw = a.degli_weights or next((n for n in available("DeGLI") if read_card(
+        WEIGHTS_DIR / f"{n}.json")["model"].get("magnitude", "true") == a.magnitudes), None)
+    if a.degli and not dw:
+        print(f"no DeGLI weights shipped for {a.magnitudes} magnitudes (see BENCHMARKS.md): "
+              "DeGLI rows skipped", flush=True)
         a.degli = []
     for warm in a.warmup:
         for it in a.degli:
-            r = run("degli", it, init="zeros", warmup=warm)
+            r = run("degli", it, init="zeros", warmup=warm, weights=dw)
             secs = [f[0] for f in fgla]
             r["fgla_pesq_at_equal_time"] = round(float(np.interp(r["seconds"], secs, [f[1] for f in fgla])), 3)
             r["fgla_iters_at_equal_time"] = round(float(np.interp(r["seconds"], secs, [f[2] for f in fgla])))
