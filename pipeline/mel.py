@@ -38,13 +38,19 @@ def filterbank_pinv(cfg: AudioConfig, device: torch.device | str = "cpu") -> tor
 
 
 @functools.lru_cache(maxsize=32)
-def _bound_np(cfg: AudioConfig) -> tuple[np.ndarray, np.ndarray]:
+def _bound_np(cfg: AudioConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     A = _filterbank_np(cfg).astype(np.float64)                 # [M, F]
     k = max(1, int((A > 0).sum(0).max()))
     idx = np.argsort(-A, axis=0)[:k].T                          # [F, k] bands by weight
     w = np.take_along_axis(A.T, idx, axis=1)                    # [F, k]
     neg_log_w = np.where(w > 0, -np.log(np.where(w > 0, w, 1.0)), np.inf)
-    return idx.astype(np.int64), neg_log_w.astype(np.float32)
+    seen = np.flatnonzero(w[:, 0] > 0)
+    # each bin's nearest bin that some band sees (itself when seen)
+    near = seen[np.abs(np.arange(A.shape[1])[:, None] - seen[None, :]).argmin(1)]
+    return idx.astype(np.int64), neg_log_w.astype(np.float32), near.astype(np.int64)
+
+
+DC_MARGIN = 1.5   # nepers
 
 
 def log_magnitude_bound(mel: torch.Tensor, cfg: AudioConfig) -> torch.Tensor:
@@ -52,13 +58,24 @@ def log_magnitude_bound(mel: torch.Tensor, cfg: AudioConfig) -> torch.Tensor:
 
     Every term of ``mel_b = sum_f A[b, f] |X_f|^p`` is non-negative, so
     ``|X_f| <= (mel_b / A[b, f])^(1/p)`` for every band ``b`` that sees bin ``f``; the bound is
-    the smallest of these (+inf for bins no band sees). Exact for mels computed from audio
-    (the clamp floor only loosens it)."""
-    idx, nlw = _bound_np(cfg)
+    the smallest of these. Exact for mels computed from audio (the clamp floor only loosens
+    it). Bins no band sees (DC and Nyquist when fmin = 0 and fmax = sr/2, everything above
+    fmax) get the bound of the nearest bin a band sees, and DC the frame's largest bound plus
+    ``DC_MARGIN`` nepers (a DC offset in a quiet frame exceeds the largest bound by up to 0.92
+    in the test corpus). The mel says nothing about these bins, so this is a cap, not a
+    bound, but unbounded they let a model emit anything (measured: 4e5 at the Nyquist bin of
+    a loud validation file, where the truth was 2e-4)."""
+    idx, nlw, near = _bound_np(cfg)
     logmel = decompress(mel, cfg).clamp_min(1e-30).log()        # [B, T, M]
     idx_t = torch.from_numpy(idx).to(mel.device)
     cand = logmel[..., idx_t] + torch.from_numpy(nlw).to(mel.device)   # [B, T, F, k]
-    return cand.amin(-1) / cfg.power
+    bound = cand.amin(-1) / cfg.power
+    if np.isinf(nlw[:, 0]).any():
+        bound = bound[..., torch.from_numpy(near).to(mel.device)]
+        if near[0] != 0:   # DC unseen: an offset owes nothing to the audible spectrum (above)
+            top = bound.amax(-1, keepdim=True) + DC_MARGIN
+            bound = torch.cat([top, bound[..., 1:]], -1)
+    return bound
 
 
 def window(cfg: AudioConfig, device: torch.device | str = "cpu",

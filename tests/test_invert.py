@@ -85,6 +85,8 @@ def test_mel_bound_holds_for_real_speech(wav_corpus, preset):
     mel = compress(spec @ filterbank(cfg).T, cfg)
     bound = log_magnitude_bound(mel, cfg)
     logmag = mag.clamp_min(1e-30).log()
+    # exact for the bins some band sees; for the others (DC, Nyquist, above fmax) a cap
+    # against blow-ups that real speech must not exceed either
     assert (logmag <= bound + 1e-4).all()
-    finite = torch.isfinite(bound) & (mag > 1e-4)
-    assert (bound - logmag)[finite].median() < 3.0
+    assert torch.isfinite(bound).all()
+    assert (bound - logmag)[mag > 1e-4].median() < 3.0
