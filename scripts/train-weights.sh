@@ -20,11 +20,11 @@ for cfg in "${@:-mel80-16k mel250-16k hifigan-22k}"; do
     for split in train val; do
       $P extract data/$split-all.jsonl --out data/$split-$cfg1.zarr --config $cfg1 --with-mag -j 2 -q
     done
-    # mel80-16k ships the wider model (192 channels, 24 epochs, EMA + mel bound: this
+    # mel80-16k ships the wider model (192 channels, 96 epochs (43 min), EMA + mel bound: this
     # trainer). mel250-16k and hifigan-22k ship 128-channel models trained for 16 epochs by
     # the trainer of commit c509219 (no EMA, no bound; their cards say so by omission).
     extra=(--epochs $EPOCHS --patience 6)
-    [ "$cfg1" = mel80-16k ] && extra=(--channels 192 --epochs 24 --patience 24)
+    [ "$cfg1" = mel80-16k ] && extra=(--channels 192 --epochs 96 --patience 96)
     $P train invert --train data/train-$cfg1.zarr --val data/val-$cfg1.zarr \
       --out runs/invert-$cfg1 --steps $STEPS "${extra[@]}" -q
     cp runs/invert-$cfg1/invert-$cfg1.pt runs/invert-$cfg1/invert-$cfg1.json weights/
