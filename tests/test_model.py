@@ -49,11 +49,12 @@ def measure(tmp_path, corpus_manifest, config):
 
 
 def test_model_beats_nnls_on_test_corpus_80_mels(tmp_path, corpus_manifest):
-    """Measured: model SC 0.281 / PESQ 3.27 / STOI 0.951; NNLS 0.327 / 3.10 / 0.942."""
+    """Measured: model SC 0.253 / PESQ 3.348 / STOI 0.954; NNLS 0.327 / 3.10 / 0.942 (the
+    threshold leaves room for FGLA's float rounding, +-0.01 PESQ across machines)."""
     (sc_m, p_m, s_m), (sc_n, p_n, s_n) = measure(tmp_path, corpus_manifest, "mel80-16k")
     assert sc_m < sc_n - 0.03
     assert p_m > p_n + 0.05 and s_m > s_n
-    assert p_m > 3.2 and s_m >= 0.95
+    assert p_m > 3.3 and s_m >= 0.95
 
 
 def test_model_at_250_mels_matches_nnls(tmp_path, corpus_manifest):
