@@ -38,7 +38,7 @@ class FramePair:
         own = torch.tensor([cfg.n_frames(int(n)) for n in lengths], device=device)
         frame_mask = (torch.arange(n_frames, device=device)[None, :] < own[:, None]).to(dtype)
         self.frame_mask = frame_mask[:, :, None]                              # [B, T, 1]
-        env = self._overlap_add(frame_mask[:, :, None] * win.pow(2))          # [B, L]
+        env = self._overlap_add(self.frame_mask * win.pow(2))                 # [B, L]
         inv = torch.where(env > 1e-10, 1.0 / env.clamp_min(1e-10), torch.zeros_like(env))
         pos = torch.arange(self.length, device=device)
         inside = (pos[None, :] >= self.pad) & (pos[None, :] < self.pad + lengths[:, None])
