@@ -181,7 +181,9 @@ def train_degli(train_store: str | Path, val_store: str | Path, out: str | Path,
     T = cfg.n_frames(n)
     pair = FramePair(cfg, T, torch.full((tc.batch_size,), n))
     vpair = FramePair(cfg, T, torch.full((len(vwaves),), n))
-    net = DeGLINet(cfg, hp)
+    with torch.random.fork_rng():      # the initial weights follow tc.seed, not the caller's RNG
+        torch.manual_seed(tc.seed)
+        net = DeGLINet(cfg, hp)
     opt = torch.optim.Adam(net.parameters(), lr=tc.lr)
     if hp.magnitude == "model":
         from ..mel import mel_from_magnitude
