@@ -6,12 +6,18 @@ stage's own 1-worker path) with 1 and with 2 torch threads, and a dask LocalClus
 single-threaded workers (start-up included). Also prints the per-shard cost and the
 scheduler overhead used for the N-node estimate in BENCHMARKS.md.
 
+Last, the machine's own ceiling, without dask: the same FGLA work (a fixed batch, 1 torch
+thread) in one process alone, then in two plain processes at once (multiprocessing, spawn).
+Two busy cores of a VM need not give twice one core's throughput (shared caches, memory
+bandwidth, the host's scheduling); dask cannot scale past that ratio.
+
     .venv/bin/python benchmarks/dask_scaling.py [--repeat 39] [--shard-seconds 10]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +34,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=39)
     ap.add_argument("--shard-seconds", type=float, default=10.0)
+    ap.add_argument("--ceiling-repeats", type=int, default=3)
     a = ap.parse_args()
     utts = repeated(a.repeat)
     audio_s = sum(u.duration for u in utts)
@@ -76,7 +83,34 @@ def main():
         out["warm_speedup_2_vs_1"] = round(out["warm_cluster_1_workers_40_shards_seconds"]
                                            / out["warm_cluster_2_workers_40_shards_seconds"], 2)
         out["scheduler_overhead_per_task_ms"] = round(per_task * 1000, 2)
+    ctx = multiprocessing.get_context("spawn")
+    ceilings = []
+    for _ in range(a.ceiling_repeats):
+        with ctx.Pool(1) as p:
+            alone = p.map(_fgla_work, [0])[0]
+        with ctx.Pool(2) as p:
+            both = p.map(_fgla_work, [0, 1])
+        ceilings.append(round(2 * alone / max(both), 2))
+    out["no_dask_2_processes_vs_1_throughput"] = ceilings
     print(json.dumps(out, indent=1))
+
+
+def _fgla_work(_) -> float:
+    """Seconds for 600 FGLA iterations on a fixed [8, 256, 513] batch with 1 torch thread."""
+    import torch
+    from pipeline.phase.gla import initial_phase, iterate
+    from pipeline.phase.stft import FramePair
+    torch.set_num_threads(1)
+    cfg = load_config("mel80-16k")
+    g = torch.Generator().manual_seed(0)
+    mag = torch.rand(8, 256, cfg.n_fft // 2 + 1, generator=g)
+    pair = FramePair(cfg, 256, torch.full((8,), 256 * cfg.hop_length), "cpu", torch.float32)
+    x = mag * initial_phase(mag, "zeros", g, cfg)
+    iterate(x, mag, pair, 10)
+    t = time.perf_counter()
+    for _ in range(6):
+        iterate(x, mag, pair, 100)
+    return time.perf_counter() - t
 
 
 if __name__ == "__main__":
