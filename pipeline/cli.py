@@ -9,7 +9,7 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import typer
 from rich.console import Console
@@ -350,7 +350,16 @@ def train_degli(
     channels: int = typer.Option(8, help="Width of the residual net (a block of 8 channels "
                                  "costs ~15-26 FGLA iterations on CPU)."),
     warmup: int = typer.Option(100, help="FGLA iterations before the blocks at inference "
-                               "(validation uses this; training samples 20-200)."),
+                               "(validation uses this; training samples --train-warmup)."),
+    train_warmup: Tuple[int, int] = typer.Option((20, 200), "--train-warmup", help="Range of "
+                                                 "FGLA iterations before the trained block(s)."),
+    momentum: float = typer.Option(0.0, help="Chain the blocks with FGLA's momentum (0.99 as "
+                                   "in fgla): a zero residual is then FGLA, not GLA."),
+    lr: float = typer.Option(1e-3, help="Adam learning rate."),
+    train_init: List[str] = typer.Option(["random", "zeros"], "--train-init", help="Initial "
+                                         "phases of the training iterates (repeatable)."),
+    unroll: int = typer.Option(1, help="Blocks per training example (> 1: trained as a chain, "
+                               "loss = mean inconsistency over the blocks; true magnitudes)."),
     after_model: Optional[str] = typer.Option(None, "--after-model", help="Train for the "
                                               "magnitudes of these inversion weights (name or "
                                               "path) instead of true ones: the blocks may then "
@@ -363,14 +372,19 @@ def train_degli(
     from .phase.degli import DeGLIConfig, DeGLITrainConfig, train_degli as run
     from .weights import WeightsError
 
-    hp = DeGLIConfig(channels=channels, warmup=warmup,
+    hp = DeGLIConfig(channels=channels, warmup=warmup, momentum=momentum,
                      magnitude="model" if after_model else "true", invert_weights=after_model)
+    tc = DeGLITrainConfig(epochs=epochs, steps_per_epoch=steps, seed=seed, unroll=unroll, lr=lr,
+                          inits=tuple(train_init),
+                          warmup_range=tuple(train_warmup))
     try:
-        card = run(train, val, out, DeGLITrainConfig(epochs=epochs, steps_per_epoch=steps, seed=seed),
-                   hp, progress=not quiet)
+        card = run(train, val, out, tc, hp, progress=not quiet)
     except (*_errors(), WeightsError, ValueError) as exc:
         _fail(str(exc))
     console.print(f"best epoch {card['best_epoch']}: {card['validation']} -> {out / (out.name + '.pt')}")
+    if not card["validation"]["beats_zero_residual"]:
+        console.print("[yellow]warning: no epoch beat the zero-residual net (plain GLA/FGLA "
+                      "steps) on validation: these weights are no better than --algo fgla")
 
 
 @train_app.command("invert")

@@ -96,6 +96,12 @@ def test_degli_block_with_zero_residual_is_gla(speech):
     a, pair = degli(m, lengths, cfg, n_iter=3, model=net, warmup=5)
     spec = iterate(iterate(m.to(torch.complex64), m, pair, 5, 0.99), m, pair, 2, 0.0)
     np.testing.assert_allclose(a.numpy(), pair.istft(spec).numpy(), atol=1e-5)
+    # chained with FGLA's momentum, the zero-residual blocks are FGLA itself
+    from pipeline.phase.gla import griffin_lim
+    net = DeGLINet(cfg, DeGLIConfig(momentum=0.99)).eval()
+    a, _ = degli(m, lengths, cfg, n_iter=8, model=net, warmup=0)
+    b, _ = griffin_lim(m, lengths, cfg, n_iter=8, momentum=0.99)
+    np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
 
 
 def test_degli_without_weights_says_how_to_train(store80, tmp_path):

@@ -81,3 +81,29 @@ def test_train_degli_after_the_inverter_exports_usable_weights(tmp_path, store80
     with pytest.raises(ValueError, match="--source mag"):
         phase(store, tmp_path / "wav2", "degli", n_iter=1, source="true",
               weights=str(out / "degli-tiny.pt"), progress=False)
+    # magnitudes from another inverter: refused, naming the shard and what made them
+    assert invert(store, "pinv", progress=False).ok
+    with pytest.raises(ValueError, match="came from method 'pinv'.*invert-mel80-16k"):
+        phase(store, tmp_path / "wav3", "degli", n_iter=1, weights=str(out / "degli-tiny.pt"),
+              progress=False)
+
+
+def test_train_degli_unrolled_chain_exports_usable_weights(tmp_path, store80):
+    """Unrolled training (a chain of blocks with FGLA's momentum, loss over the chain): a tiny
+    run's card records the chain, its validation loss is not above the zero-residual
+    chain's (FGLA), and `phase --algo degli` runs the exported weights on true magnitudes."""
+    from pipeline.phase import phase
+    from pipeline.phase.degli import DeGLIConfig, DeGLITrainConfig, train_degli
+
+    out = tmp_path / "degli-chain"
+    hp = DeGLIConfig(channels=4, warmup=0, momentum=0.99)
+    tc = DeGLITrainConfig(epochs=1, steps_per_epoch=2, batch_size=2, max_utterances=4,
+                          warmup_range=(0, 3), unroll=3)
+    card = train_degli(store80, store80, out, tc, hp, progress=False)
+    assert card["model"]["momentum"] == 0.99 and card["train"]["unroll"] == 3
+    v = card["validation"]
+    assert "3 chained blocks" in v["what"]   # two steps may not beat FGLA: the card says so
+    assert v["beats_zero_residual"] == (v["loss"] < v["plain_gla_block_loss"])
+    res = phase(store80, tmp_path / "wav", "degli", n_iter=2, source="true",
+                weights=str(out / "degli-chain.pt"), progress=False)
+    assert res.ok and res.done == 14

@@ -66,8 +66,12 @@ def invert_shard(store_path: str, name: str, method: str, weights: str | None, d
     for e, m in zip(good, mags):
         result[e.offset:e.offset + e.n_frames] = m
     store.write_array(group, "mag", result)
+    digest = None
+    if method == "model":   # which weights exactly (a name may be retrained): phase checks it
+        from ..weights import read_card, resolve
+        digest = read_card(resolve(weights))["sha256"] if weights else None
     group.attrs["mag"] = {"complete": True, "method": method, "weights": weights,
-                          "failures": failures}
+                          "weights_sha256": digest, "failures": failures}
     return {"n": len(good), "seconds": sum(e.n_samples for e in good) / cfg.sample_rate}
 
 

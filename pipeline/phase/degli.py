@@ -48,6 +48,7 @@ class DeGLIConfig:
     warmup: int = 100     # FGLA iterations before the first block at inference
     magnitude: str = "true"   # "true": phase only; "model": after the learned inverter (see above)
     invert_weights: str | None = None   # the inverter a "model" net was trained after
+    momentum: float = 0.0     # > 0: blocks chained with FGLA's momentum (see ``run_blocks``)
 
 
 class _GatedConv(nn.Module):
@@ -92,6 +93,29 @@ def block(net: DeGLINet, x: torch.Tensor, mag: torch.Tensor, pair: FramePair) ->
     return z - net(x, y, z, mag)
 
 
+def run_blocks(net: DeGLINet, x: torch.Tensor, mag: torch.Tensor, pair: FramePair, n: int,
+               momentum: float | None = None, inconsistency: list | None = None) -> torch.Tensor:
+    """``n`` blocks from ``x``. With momentum ``m`` > 0 (default: the net's) the blocks are
+    chained like FGLA's iterations: ``t_k = block(x_k)``, ``x_{k+1} = t_k - m/(1+m) t_{k-1}``,
+    so a zero residual is exactly FGLA (the paper's chain, ``m = 0``, is GLA). Returns the last
+    ``x`` (not amplitude-projected). ``inconsistency``: if a list, each block appends
+    ``|| |P_C(P_A(x_k))| - mag || / ||mag||`` of its input, which the block computes anyway
+    (the training loss of unrolled chains)."""
+    m = net.hparams.momentum if momentum is None else momentum
+    alpha = m / (1.0 + m)
+    prev = None
+    for _ in range(n):
+        y = project(x, mag)
+        z = pair.stft(pair.istft(y))
+        if inconsistency is not None:
+            inconsistency.append(torch.linalg.vector_norm(z.abs() - mag)
+                                 / torch.linalg.vector_norm(mag).clamp_min(1e-8))
+        t = z - net(x, y, z, mag)
+        x = t - alpha * prev if prev is not None and alpha else t
+        prev = t
+    return x
+
+
 @torch.inference_mode()
 def degli(mag: torch.Tensor, lengths: torch.Tensor, cfg: AudioConfig, n_iter: int = 10, *,
           model: DeGLINet | None = None, weights: str | None = None, init="zeros",
@@ -107,8 +131,7 @@ def degli(mag: torch.Tensor, lengths: torch.Tensor, cfg: AudioConfig, n_iter: in
     warm = model.hparams.warmup if warmup is None else warmup
     x = mag * (initial_phase(mag, init, generator, cfg) if isinstance(init, str) else init)
     x = iterate(x, mag, pair, warm, momentum)
-    for _ in range(n_iter):
-        x = block(model, x, mag, pair)
+    x = run_blocks(model, x, mag, pair, n_iter)
     if model.hparams.magnitude == "true" or n_iter == 0:
         x = project(x, mag)
     else:   # unprojected: the batch-padding frames still hold the consistency projection's tail
@@ -130,6 +153,8 @@ class DeGLITrainConfig:
     max_utterances: int = 1500
     patience: int = 8
     seed: int = 0
+    unroll: int = 1     # blocks per training example; > 1: loss over the unrolled chain
+    inits: tuple[str, ...] = ("random", "zeros")   # initial phases of the training iterates
 
 
 def _load_waves(store, limit: int, min_samples: int, gen: torch.Generator) -> list[np.ndarray]:
@@ -157,6 +182,37 @@ def _loss(net, X, mag, true_mag, pair) -> torch.Tensor:
     from ..invert.train import loss_fn
     again = pair.stft(pair.istft(out)).abs()
     return loss_fn(again.clamp_min(1e-12).log(), true_mag)
+
+
+def _unrolled_loss(net, X, mag, pair, n) -> torch.Tensor:
+    """Phase only, ``n`` chained blocks (``run_blocks``, the net's momentum): the mean over
+    the blocks of the inconsistency of each block's output (as the next block, or one more
+    consistency projection after the last, measures it): the whole chain is pulled toward
+    consistency, not one step from a point GLA has already made stationary."""
+    inc: list = []
+    x = run_blocks(net, X, mag, pair, n, inconsistency=inc)
+    again = pair.stft(pair.istft(project(x, mag))).abs()
+    inc.append(torch.linalg.vector_norm(again - mag) / torch.linalg.vector_norm(mag).clamp_min(1e-8))
+    return torch.stack(inc[1:]).mean()
+
+
+def _objective(net, X, mag, true_mag, pair, unroll: int) -> torch.Tensor:
+    if unroll > 1:
+        if net.hparams.magnitude != "true":
+            raise ValueError("unrolled DeGLI training is implemented for true magnitudes only")
+        return _unrolled_loss(net, X, mag, pair, unroll)
+    return _loss(net, X, mag, true_mag, pair)
+
+
+def _validation_what(hp: DeGLIConfig, tc: DeGLITrainConfig) -> str:
+    crops = f"FGLA-{hp.warmup} iterates of 32 one-second validation crops"
+    if tc.unroll > 1:
+        return (f"mean inconsistency (SC) over {tc.unroll} chained blocks (momentum "
+                f"{hp.momentum}) on {crops}")
+    if hp.magnitude == "true":
+        return f"spectral convergence after one block on {crops}"
+    return (f"L1 of floored logs + SC vs the true magnitude after one block on {crops} "
+            f"({hp.invert_weights}'s magnitudes)")
 
 
 def train_degli(train_store: str | Path, val_store: str | Path, out: str | Path,
@@ -216,7 +272,7 @@ def train_degli(train_store: str | Path, val_store: str | Path, out: str | Path,
 
     def val_loss() -> float:
         with torch.inference_mode():
-            return float(_loss(net, vX, vM, vS.abs(), vpair))
+            return float(_objective(net, vX, vM, vS.abs(), vpair, tc.unroll))
 
     history, best = [], (float("inf"), -1)
     base = val_loss()   # zero-initialised output layer: one more plain GLA iteration
@@ -235,9 +291,10 @@ def train_degli(train_store: str | Path, val_store: str | Path, out: str | Path,
                     batch.append(w[s:s + n])
                 S = spec(batch, pair)
                 k = int(torch.randint(lo, hi + 1, (1,), generator=gen))
-                init = "random" if torch.rand(1, generator=gen).item() < 0.5 else "zeros"
+                init = tc.inits[int(torch.randint(len(tc.inits), (1,), generator=gen))]
                 M = known(S)
-                loss = _loss(net, start(M, pair, k, init, gen), M, S.abs(), pair)
+                loss = _objective(net, start(M, pair, k, init, gen), M, S.abs(), pair,
+                                  tc.unroll)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -257,12 +314,8 @@ def train_degli(train_store: str | Path, val_store: str | Path, out: str | Path,
     card = {**net.card(), "trained_on": str(train_store), "validated_on": str(val_store),
             "train": asdict(tc), "best_epoch": best[1],
             "validation": {"loss": best[0], "plain_gla_block_loss": base,
-                           "what": ("spectral convergence" if hp.magnitude == "true" else
-                                    "L1 of floored logs + SC vs the true magnitude") +
-                                   f" after one block on FGLA-{hp.warmup} iterates of 32 "
-                                   "one-second validation crops" +
-                                   ("" if hp.magnitude == "true" else
-                                    f" ({hp.invert_weights}'s magnitudes)")},
+                           "beats_zero_residual": bool(best[0] < base),
+                           "what": _validation_what(hp, tc)},
             "train_seconds": history[-1]["seconds"] if history else 0}
     if hp.magnitude == "model":   # which inverter exactly: a retrained one needs a new net
         card["invert_weights_sha256"] = W.read_card(W.resolve(hp.invert_weights))["sha256"]

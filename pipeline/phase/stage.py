@@ -108,6 +108,23 @@ def phase_shard(job: PhaseJob, name: str) -> dict:
     return {"n": done, "seconds": secs, "failures": failures}
 
 
+def _check_inverter(store: Store, degli_weights: str | None, inverter: str | None) -> None:
+    """A DeGLI net trained ``--after-model`` fits only the magnitudes of that inverter:
+    refuse a store whose ``mag`` came from another method or other weights."""
+    from ..weights import pick_for, read_card, resolve
+    card = read_card(resolve(degli_weights or pick_for(store.config, "DeGLI")))
+    want = card.get("invert_weights_sha256")
+    for name in store.shard_names():
+        got = store.shard_attrs(name).get("mag", {})
+        if got.get("method") != "model" or (want and got.get("weights_sha256") not in (None, want)):
+            made = (f"method {got.get('method')!r}" if got.get("method") != "model" else
+                    f"weights {got.get('weights')!r} (sha256 {str(got.get('weights_sha256'))[:12]}...)")
+            raise ValueError(f"{store.path}: shard {name}'s magnitudes came from {made}, but DeGLI "
+                             f"weights {degli_weights or '(default)'} were trained after inverter "
+                             f"{inverter!r} (sha256 {str(want)[:12]}...): re-run `pipeline invert "
+                             f"--method model --weights {inverter}` or use --algo fgla")
+
+
 def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *, n_iter: int = 100,
           source: str = "mag", init: str = "zeros", device: str = "auto", workers: int = 1,
           batch_frames: int = PHASE_BATCH_FRAMES, seed: int = 0, cluster: str = "local",
@@ -136,6 +153,8 @@ def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *, n_
                              f"for the magnitudes of {net.hparams.invert_weights}, not true ones: "
                              "use --source mag after `pipeline invert --method model`, or "
                              "phase-only weights (`pipeline train degli` without --after-model)")
+        if net.hparams.magnitude == "model":
+            _check_inverter(store, extra.get("weights"), net.hparams.invert_weights)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.rglob(".tmp-*.wav"):     # left by a run killed mid-write
