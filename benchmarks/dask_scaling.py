@@ -82,6 +82,20 @@ def main():
                 out[f"warm_cluster_{nw}_workers_40_shards_seconds"] = round(time.perf_counter() - t, 2)
         out["warm_speedup_2_vs_1"] = round(out["warm_cluster_1_workers_40_shards_seconds"]
                                            / out["warm_cluster_2_workers_40_shards_seconds"], 2)
+        # dask with 1 vs 2 workers end to end: a fresh LocalCluster each (start-up, imports and
+        # shut-down included), all shards
+        for nw in (1, 2):
+            t = time.perf_counter()
+            with LocalCluster(n_workers=nw, threads_per_worker=1, dashboard_address=None,
+                              silence_logs=40) as lc, Client(lc) as c:
+                job = PhaseJob(str(store), str(Path(tmp) / f"cold{nw}"), "fgla", 100,
+                               source="true", threads=1)
+                fs = [c.submit(_guarded, phase_shard, n, (job, n), pure=False)
+                      for n in Store(store).shard_names()]
+                assert all(f.result().error is None for f in fs)
+            out[f"cold_cluster_{nw}_workers_all_shards_seconds"] = round(time.perf_counter() - t, 2)
+        out["cold_speedup_2_vs_1"] = round(out["cold_cluster_1_workers_all_shards_seconds"]
+                                           / out["cold_cluster_2_workers_all_shards_seconds"], 2)
         out["scheduler_overhead_per_task_ms"] = round(per_task * 1000, 2)
     ctx = multiprocessing.get_context("spawn")
     ceilings = []

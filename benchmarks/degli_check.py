@@ -7,6 +7,12 @@ the magnitudes those inversion weights give from the store's mels (for a net tra
 
     .venv/bin/python benchmarks/degli_check.py runs/NAME/best.pt --channels 8
         [--store data/val-mel80-16k.zarr] [--warmup 100] [--threads 2] [--after-model W]
+        [--momentum 0.99] [--horizon 8] [--blocks 1 4 8] [--fgla N ...]
+
+``--momentum``: a net trained with its blocks chained by FGLA's momentum (``pipeline train
+degli --momentum 0.99``); its zero-residual comparison is then FGLA steps, not GLA steps.
+``--horizon``: the net acts in the first N blocks only (as trained with ``--unroll N``).
+``--fgla``: the FGLA iteration counts to time (default warmup, +50, +100).
 """
 from __future__ import annotations
 
@@ -31,6 +37,10 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--after-model", default=None)
     ap.add_argument("--utterances", type=int, default=20)
+    ap.add_argument("--momentum", type=float, default=0.0)
+    ap.add_argument("--horizon", type=int, default=0)
+    ap.add_argument("--blocks", type=int, nargs="+", default=[1, 4, 8])
+    ap.add_argument("--fgla", type=int, nargs="*", default=None)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     s = Store(a.store)
@@ -44,7 +54,8 @@ def main():
         mags = invert_frames(mags, cfg, "model", model=load_invert_model(a.after_model, cfg))
     refs = [load(e.source, cfg.sample_rate) for e in ents]
     n = [e.n_samples for e in ents]
-    hp = DeGLIConfig(channels=a.channels, magnitude="model" if a.after_model else "true")
+    hp = DeGLIConfig(channels=a.channels, magnitude="model" if a.after_model else "true",
+                     momentum=a.momentum, horizon=a.horizon)
     net = DeGLINet(cfg, hp)
     net.load_state_dict(torch.load(a.state, map_location="cpu", weights_only=True))
     zero = DeGLINet(cfg, hp)
@@ -63,11 +74,12 @@ def main():
         w = reconstruct(mags, n, cfg, *args, **kw)
         return quality(w), round(time.perf_counter() - t, 2)
 
-    for k in (1, 4, 8):
-        for name, m in (("degli", net.eval()), ("gla-steps", zero.eval())):
+    steps = "fgla-steps" if a.momentum else "gla-steps"
+    for k in a.blocks:
+        for name, m in (("degli", net.eval()), (steps, zero.eval())):
             print(f"warmup {a.warmup} + {k} {name}: PESQ %.3f, %.2f s" % timed(
                 "degli", n_iter=k, model=m, warmup=a.warmup), flush=True)
-    for it in (a.warmup, a.warmup + 50, a.warmup + 100):
+    for it in a.fgla if a.fgla is not None else (a.warmup, a.warmup + 50, a.warmup + 100):
         print(f"fgla {it}: PESQ %.3f, %.2f s" % timed("fgla", n_iter=it), flush=True)
 
 

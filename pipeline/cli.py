@@ -348,7 +348,7 @@ def train_degli(
     epochs: int = typer.Option(30),
     steps: int = typer.Option(100, help="Steps per epoch."),
     channels: int = typer.Option(8, help="Width of the residual net (a block of 8 channels "
-                                 "costs ~15-26 FGLA iterations on CPU)."),
+                                 "costs ~28 FGLA iterations on CPU: benchmarks/degli_cost.py)."),
     warmup: int = typer.Option(100, help="FGLA iterations before the blocks at inference "
                                "(validation uses this; training samples --train-warmup)."),
     train_warmup: Tuple[int, int] = typer.Option((20, 200), "--train-warmup", help="Range of "

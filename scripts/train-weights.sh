@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Reproduce the shipped inversion weights: corpora -> stores -> training -> weights/.
+# Reproduce the shipped weights: corpora -> stores -> training -> weights/ (inversion models
+# for each config; the DeGLI net for mel80-16k).
 # Training data: asterisk en/fr/es G.722 prompts + klettres/ktuberling recorded words
 # (never the pocketsphinx test corpus). About 10-15 min per config on 2 CPU cores.
 #   bash scripts/train-weights.sh [config ...]      (default: mel80-16k mel250-16k hifigan-22k)
@@ -28,5 +29,13 @@ for cfg in "${@:-mel80-16k mel250-16k hifigan-22k}"; do
     $P train invert --train data/train-$cfg1.zarr --val data/val-$cfg1.zarr \
       --out runs/invert-$cfg1 --steps $STEPS "${extra[@]}" -q
     cp runs/invert-$cfg1/invert-$cfg1.pt runs/invert-$cfg1/invert-$cfg1.json weights/
+    if [ "$cfg1" = mel80-16k ]; then
+      # DeGLI (phase only): 8 blocks chained with FGLA's momentum, trained unrolled from a zero
+      # phase; ~20 min on 2 cores, early-stopped at epoch 16 (best 8) when the shipped net was made
+      $P train degli --train data/train-$cfg1.zarr --val data/val-$cfg1.zarr \
+        --out runs/degli-$cfg1 --epochs 24 --steps 80 --warmup 0 --train-warmup 0 0 \
+        --train-init zeros --momentum 0.99 --unroll 8 --lr 3e-4 -q
+      cp runs/degli-$cfg1/degli-$cfg1.pt runs/degli-$cfg1/degli-$cfg1.json weights/
+    fi
   done
 done

@@ -101,6 +101,7 @@ def test_train_degli_unrolled_chain_exports_usable_weights(tmp_path, store80):
                           warmup_range=(0, 3), unroll=3)
     card = train_degli(store80, store80, out, tc, hp, progress=False)
     assert card["model"]["momentum"] == 0.99 and card["train"]["unroll"] == 3
+    assert card["model"]["horizon"] == 3      # the net acts in the chain it was trained on
     v = card["validation"]
     assert "3 chained blocks" in v["what"]   # two steps may not beat FGLA: the card says so
     assert v["beats_zero_residual"] == (v["loss"] < v["plain_gla_block_loss"])

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,8 @@ class DeGLIConfig:
     magnitude: str = "true"   # "true": phase only; "model": after the learned inverter (see above)
     invert_weights: str | None = None   # the inverter a "model" net was trained after
     momentum: float = 0.0     # > 0: blocks chained with FGLA's momentum (see ``run_blocks``)
+    horizon: int = 0          # > 0: the net acts in the first ``horizon`` blocks only (the
+                              # chain length it was trained on), then plain (F)GLA steps
 
 
 class _GatedConv(nn.Module):
@@ -100,17 +102,21 @@ def run_blocks(net: DeGLINet, x: torch.Tensor, mag: torch.Tensor, pair: FramePai
     so a zero residual is exactly FGLA (the paper's chain, ``m = 0``, is GLA). Returns the last
     ``x`` (not amplitude-projected). ``inconsistency``: if a list, each block appends
     ``|| |P_C(P_A(x_k))| - mag || / ||mag||`` of its input, which the block computes anyway
-    (the training loss of unrolled chains)."""
+    (the training loss of unrolled chains). A net with a ``horizon`` acts in the first
+    ``horizon`` blocks only; later blocks are zero-residual ones, i.e. (F)GLA iterations
+    continuing the same chain (measured: past the chain length it was trained on, the net
+    made speech worse)."""
     m = net.hparams.momentum if momentum is None else momentum
     alpha = m / (1.0 + m)
+    horizon = net.hparams.horizon or n
     prev = None
-    for _ in range(n):
+    for k in range(n):
         y = project(x, mag)
         z = pair.stft(pair.istft(y))
         if inconsistency is not None:
             inconsistency.append(torch.linalg.vector_norm(z.abs() - mag)
                                  / torch.linalg.vector_norm(mag).clamp_min(1e-8))
-        t = z - net(x, y, z, mag)
+        t = z - net(x, y, z, mag) if k < horizon else z
         x = t - alpha * prev if prev is not None and alpha else t
         prev = t
     return x
@@ -237,6 +243,8 @@ def train_degli(train_store: str | Path, val_store: str | Path, out: str | Path,
     T = cfg.n_frames(n)
     pair = FramePair(cfg, T, torch.full((tc.batch_size,), n))
     vpair = FramePair(cfg, T, torch.full((len(vwaves),), n))
+    if tc.unroll > 1 and not hp.horizon:   # the net acts where it was trained: a chain of unroll
+        hp = replace(hp, horizon=tc.unroll)
     with torch.random.fork_rng():      # the initial weights follow tc.seed, not the caller's RNG
         torch.manual_seed(tc.seed)
         net = DeGLINet(cfg, hp)
