@@ -56,9 +56,9 @@ def resolve(name_or_path: str | Path) -> Path:
     p = Path(name_or_path)
     if p.suffix in (".pt", ".json") or p.exists():
         return p.with_suffix(".pt")
-    cand = WEIGHTS_DIR / f"{name_or_path}.pt"
-    if cand.exists():
-        return cand
+    for cand in (WEIGHTS_DIR / f"{name_or_path}.pt", Path(f"{name_or_path}.pt")):
+        if cand.exists():     # a shipped name, or a path given without its suffix
+            return cand
     raise WeightsError(f"weights {str(name_or_path)!r} not found: give a .pt path or one of "
                        f"{', '.join(available()) or '(none shipped)'}")
 
