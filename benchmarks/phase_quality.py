@@ -5,13 +5,14 @@ learned inverter (``--invert-weights``, default the shipped one) estimates from 
 spectrograms, i.e. the last stage of the product's mel -> waveform chain.
 
 GLA, FGLA (zeros / random / pghi initial phase) and DeGLI (``--degli-weights``, default the
-shipped weights made for that kind of magnitude: FGLA warm-up, then DeGLI blocks), batched
+shipped weights made for that kind of magnitude: their FGLA warm-up, if any, then DeGLI
+blocks), batched
 over the whole test corpus (pocketsphinx-testdata, 46.6 s) in one process. DeGLI is
 compared with FGLA at equal wall time: the FGLA curve (same run) is interpolated at each
 DeGLI run's seconds.
 
     .venv/bin/python benchmarks/phase_quality.py [--iters 0 5 10 25 50 100 200]
-        [--degli 1 2 4 8] [--warmup 100] [--fgla-extra 110 125 150 300]
+        [--degli 4 8 16 32 100] [--warmup N] [--fgla-extra 110 125 150 300]
         [--magnitudes true|model] [--invert-weights W] [--degli-weights W]
 """
 from __future__ import annotations
@@ -34,8 +35,9 @@ def main():
     ap.add_argument("--iters", type=int, nargs="+", default=[0, 5, 10, 25, 50, 100, 200])
     ap.add_argument("--inits", nargs="+", default=["zeros", "random", "pghi"])
     ap.add_argument("--no-gla", action="store_true")
-    ap.add_argument("--degli", type=int, nargs="*", default=[1, 2, 4, 8])
-    ap.add_argument("--warmup", type=int, nargs="*", default=[100])
+    ap.add_argument("--degli", type=int, nargs="*", default=[4, 8, 16, 32, 100])
+    ap.add_argument("--warmup", type=int, nargs="*", default=[None],
+                    help="FGLA iterations before the DeGLI blocks (default: the weights' own)")
     ap.add_argument("--fgla-extra", type=int, nargs="*", default=[110, 125, 150, 300],
                     help="more FGLA (zeros) points for the equal-wall-time comparison")
     ap.add_argument("--repeats", type=int, default=3, help="timing: best of N")

@@ -176,8 +176,11 @@ def invert(
 def phase(
     store: Path = typer.Argument(..., help="Store holding magnitudes (`pipeline invert`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for <utterance id>.wav files."),
-    algo: str = typer.Option("fgla", "--algo", "-a", help="gla, fgla (momentum 0.99) or degli."),
-    iters: int = typer.Option(100, "--iters", "-n", min=0, help="Iterations."),
+    algo: str = typer.Option("fgla", "--algo", "-a", help="gla, fgla (momentum 0.99) or degli "
+                             "(Deep Griffin-Lim; shipped net for mel80-16k: learned first 8 "
+                             "iterations, FGLA after; ~28x slower per iteration on CPU, no "
+                             "better than fgla per second: BENCHMARKS.md)."),
+    iters: int = typer.Option(100, "--iters", "-n", min=0, help="Iterations (degli: blocks)."),
     source: str = typer.Option("mag", help="mag (from invert) or true (stored true magnitude: "
                                "phase-only evaluation)."),
     init: str = typer.Option("zeros", help="Initial phase: zeros, random, or pghi (phase-gradient "
