@@ -6,7 +6,9 @@ stage's own 1-worker path) with 1 and with 2 torch threads, and a dask LocalClus
 single-threaded workers (start-up included). Also prints the per-shard cost and the
 scheduler overhead used for the N-node estimate in BENCHMARKS.md.
 
-Last, the machine's own ceiling, without dask: the same FGLA work (a fixed batch, 1 torch
+Without dask, first: the stage's own shard task (FGLA 100, 1 thread) over the first 40
+shards in one plain process, then split over two (multiprocessing, spawn). Last, the
+machine's own ceiling on synthetic work, also without dask: the same FGLA work (a fixed batch, 1 torch
 thread) in one process alone, then in two plain processes at once (multiprocessing, spawn).
 Two busy cores of a VM need not give twice one core's throughput (shared caches, memory
 bandwidth, the host's scheduling); dask cannot scale past that ratio.
@@ -22,10 +24,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import dask
+
 from pipeline.config import load_config
 from pipeline.extract import extract
 from _corpus import repeated
 from pipeline.manifest import write_manifest
+from pipeline.parallel import QUIET_WORKERS
 from pipeline.phase import phase
 from pipeline.store import Store
 
@@ -35,6 +40,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=39)
     ap.add_argument("--shard-seconds", type=float, default=10.0)
     ap.add_argument("--ceiling-repeats", type=int, default=3)
+    ap.add_argument("--only-ceiling", action="store_true", help="skip the dask runs")
     a = ap.parse_args()
     utts = repeated(a.repeat)
     audio_s = sum(u.duration for u in utts)
@@ -45,6 +51,24 @@ def main():
                 progress=False)
         shards = len(Store(store).shard_names())
         out = {"audio_seconds": round(audio_s, 1), "shards": shards}
+        # the real work without dask: phase_shard over the first 40 shards in one plain
+        # process, then split over two (spawned processes, imports excluded from the timing)
+        ctx = multiprocessing.get_context("spawn")
+        names = Store(store).shard_names()[:40]
+        real = []
+        for r in range(a.ceiling_repeats):
+            with ctx.Pool(1) as p:
+                alone = p.starmap(_shards_work, [(str(store), f"{tmp}/c1-{r}", names)])[0]
+            with ctx.Pool(2) as p:
+                both = p.starmap(_shards_work, [(str(store), f"{tmp}/c2-{r}", names[0::2]),
+                                                (str(store), f"{tmp}/c2-{r}", names[1::2])])
+            # throughput ratio: each process times all but its first (warm-up) shard
+            real.append(round((len(names) - 2) / max(both) / ((len(names) - 1) / alone), 2))
+        out["no_dask_phase_shards_2_processes_vs_1"] = real
+        if a.only_ceiling:
+            _ceiling(out, a.ceiling_repeats)
+            print(json.dumps(out, indent=1))
+            return
         # default threads: 1 worker x 2 torch threads vs 2 workers x 1; then 1 x 1 vs 2 x 1
         for w, th in ((1, None), (2, None), (1, 1)):
             t = time.perf_counter()
@@ -59,7 +83,7 @@ def main():
         out["per_shard_seconds_1worker"] = round(out["workers1_seconds"] / shards, 3)
         t = time.perf_counter()
         from dask.distributed import Client, LocalCluster
-        with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as lc, Client(lc) as c:
+        with dask.config.set(QUIET_WORKERS), LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as lc, Client(lc) as c:
             t_up = time.perf_counter() - t
             t = time.perf_counter()
             c.gather(c.map(lambda x: x, range(200)))
@@ -71,8 +95,9 @@ def main():
         from pipeline.phase.stage import PhaseJob, phase_shard
         names = Store(store).shard_names()[:40]
         for nw in (1, 2):
-            with LocalCluster(n_workers=nw, threads_per_worker=1, dashboard_address=None,
-                              silence_logs=40) as lc, Client(lc) as c:
+            with dask.config.set(QUIET_WORKERS), LocalCluster(
+                    n_workers=nw, threads_per_worker=1, dashboard_address=None,
+                    silence_logs=40) as lc, Client(lc) as c:
                 c.run(lambda: __import__("pipeline.phase.stage"))
                 dest = str(Path(tmp) / f"warm{nw}")
                 t = time.perf_counter()
@@ -86,8 +111,9 @@ def main():
         # shut-down included), all shards
         for nw in (1, 2):
             t = time.perf_counter()
-            with LocalCluster(n_workers=nw, threads_per_worker=1, dashboard_address=None,
-                              silence_logs=40) as lc, Client(lc) as c:
+            with dask.config.set(QUIET_WORKERS), LocalCluster(
+                    n_workers=nw, threads_per_worker=1, dashboard_address=None,
+                    silence_logs=40) as lc, Client(lc) as c:
                 job = PhaseJob(str(store), str(Path(tmp) / f"cold{nw}"), "fgla", 100,
                                source="true", threads=1)
                 fs = [c.submit(_guarded, phase_shard, n, (job, n), pure=False)
@@ -97,16 +123,31 @@ def main():
         out["cold_speedup_2_vs_1"] = round(out["cold_cluster_1_workers_all_shards_seconds"]
                                            / out["cold_cluster_2_workers_all_shards_seconds"], 2)
         out["scheduler_overhead_per_task_ms"] = round(per_task * 1000, 2)
+    _ceiling(out, a.ceiling_repeats)
+    print(json.dumps(out, indent=1))
+
+
+def _ceiling(out: dict, repeats: int) -> None:
     ctx = multiprocessing.get_context("spawn")
     ceilings = []
-    for _ in range(a.ceiling_repeats):
+    for _ in range(repeats):
         with ctx.Pool(1) as p:
             alone = p.map(_fgla_work, [0])[0]
         with ctx.Pool(2) as p:
             both = p.map(_fgla_work, [0, 1])
         ceilings.append(round(2 * alone / max(both), 2))
     out["no_dask_2_processes_vs_1_throughput"] = ceilings
-    print(json.dumps(out, indent=1))
+
+
+def _shards_work(store: str, dest: str, names: list[str]) -> float:
+    """Seconds for the phase stage's own shard task (FGLA 100, 1 thread) over ``names``."""
+    from pipeline.phase.stage import PhaseJob, phase_shard
+    job = PhaseJob(store, dest, "fgla", 100, source="true", threads=1)
+    phase_shard(job, names[0])          # warm-up: first-call costs out of the timing
+    t = time.perf_counter()
+    for n in names[1:]:
+        phase_shard(job, n)
+    return time.perf_counter() - t
 
 
 def _fgla_work(_) -> float:
