@@ -79,10 +79,10 @@ def progress_bar(disable: bool = False) -> Progress:
                     TimeElapsedColumn(), TimeRemainingColumn(), disable=disable, transient=False)
 
 
-# Local clusters run without a dashboard, so the workers' statistical profiler (a stack
-# sample of the compute thread every 10 ms), GIL monitor and fast system/memory polling only
-# steal CPU from the shards: off, or slowed down (measured, warm clusters on 40 shards: 2 vs 1
-# workers 1.82x with dask's defaults, 1.96x without; BENCHMARKS.md).
+# Local clusters run without a dashboard, so nothing reads the workers' statistical profiler
+# (a stack sample of the compute thread every 10 ms), GIL monitor or fast system/memory
+# polling: off, or slowed down. Measured effect on 2 vs 1 workers: none beyond this VM's
+# noise (benchmarks/dask_quiet.py: 1.82x -> 1.96x in one A/B, 1.91x -> 1.76x in the next).
 QUIET_WORKERS = {"distributed.worker.profile.enabled": False,
                  "distributed.admin.system-monitor.interval": "5s",
                  "distributed.admin.system-monitor.gil.enabled": False,
