@@ -22,3 +22,18 @@ def repeated(times: int) -> list[Utterance]:
     """The test corpus ``times`` over, as distinct ids (r0/..., r1/...)."""
     return [Utterance(f"r{k}/{u.id}", u.path, u.sample_rate, u.channels, u.num_samples, u.duration)
             for k in range(times) for u in prepare_pocketsphinx()]
+
+
+def fgla_job(store, dest):
+    """The phase stage's job the dask benchmarks time: FGLA 100 on the true magnitudes, 1 thread."""
+    from pipeline.phase.stage import PhaseJob
+    return PhaseJob(str(store), str(dest), "fgla", 100, source="true", threads=1)
+
+
+def run_shards(client, job, names) -> None:
+    """The stage's shard task for each of ``names`` on a dask ``client``; waits, checks."""
+    from pipeline.parallel import _guarded
+    from pipeline.phase.stage import phase_shard
+    fs = [client.submit(_guarded, phase_shard, n, (job, n), pure=False) for n in names]
+    errors = [f.result().error for f in fs]
+    assert not any(errors), errors

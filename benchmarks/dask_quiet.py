@@ -10,13 +10,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import dask
+from _corpus import fgla_job, repeated, run_shards
 from pipeline.config import load_config
 from pipeline.extract import extract
-from _corpus import repeated
 from pipeline.manifest import write_manifest
-from pipeline.parallel import QUIET_WORKERS as QUIET, _guarded
-from pipeline.phase.stage import PhaseJob, phase_shard
+from pipeline.parallel import local_client
 from pipeline.store import Store
 
 
@@ -30,20 +28,17 @@ def run(tmp: str):
     store = Path(tmp) / "s.zarr"
     extract(man, store, load_config("mel80-16k"), with_mag=True, shard_seconds=10, progress=False)
     names = Store(store).shard_names()[:40]
-    from dask.distributed import Client, LocalCluster
     res = {}
     for rep in range(2):
-        for label, cfg in (("default", {}), ("quiet", QUIET)):
-            with dask.config.set(cfg):
-                for nw in (1, 2):
-                    with LocalCluster(n_workers=nw, threads_per_worker=1, dashboard_address=None, silence_logs=40) as lc, Client(lc) as c:
-                        c.run(lambda: __import__("pipeline.phase.stage"))
-                        job = PhaseJob(str(store), f"{tmp}/{label}{nw}{rep}", "fgla", 100, source="true", threads=1)
-                        c.submit(_guarded, phase_shard, names[0], (job, names[0]), pure=False).result()
-                        t = time.perf_counter()
-                        fs = [c.submit(_guarded, phase_shard, n, (job, n), pure=False) for n in names[1:]]
-                        assert all(f.result().error is None for f in fs)
-                        res.setdefault((label, nw), []).append(round(time.perf_counter() - t, 2))
+        for label in ("default", "quiet"):
+            for nw in (1, 2):
+                with local_client(nw, quiet=label == "quiet") as c:
+                    c.run(lambda: __import__("pipeline.phase.stage"))
+                    job = fgla_job(store, f"{tmp}/{label}{nw}{rep}")
+                    run_shards(c, job, names[:1])       # warm-up
+                    t = time.perf_counter()
+                    run_shards(c, job, names[1:])
+                    res.setdefault((label, nw), []).append(round(time.perf_counter() - t, 2))
         print(res, flush=True)
     for label in ("default", "quiet"):
         a, b = min(res[(label, 1)]), min(res[(label, 2)])

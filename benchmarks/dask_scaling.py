@@ -24,13 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import dask
-
 from pipeline.config import load_config
 from pipeline.extract import extract
-from _corpus import repeated
+from _corpus import fgla_job, repeated, run_shards
 from pipeline.manifest import write_manifest
-from pipeline.parallel import QUIET_WORKERS
+from pipeline.parallel import local_client
 from pipeline.phase import phase
 from pipeline.store import Store
 
@@ -82,8 +80,7 @@ def main():
         out["speedup_2_vs_1_one_thread_each"] = round(out["workers1_threads1_seconds"] / out["workers2_threadsauto_seconds"], 2)
         out["per_shard_seconds_1worker"] = round(out["workers1_seconds"] / shards, 3)
         t = time.perf_counter()
-        from dask.distributed import Client, LocalCluster
-        with dask.config.set(QUIET_WORKERS), LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as lc, Client(lc) as c:
+        with local_client(2) as c:
             t_up = time.perf_counter() - t
             t = time.perf_counter()
             c.gather(c.map(lambda x: x, range(200)))
@@ -91,19 +88,12 @@ def main():
         out["cluster_startup_seconds"] = round(t_up, 2)
         # the same dask machinery both ways: warm clusters of 1 and 2 single-threaded workers
         # (imports done) on the same 40 shards, no start-up in the timing
-        from pipeline.parallel import _guarded
-        from pipeline.phase.stage import PhaseJob, phase_shard
         names = Store(store).shard_names()[:40]
         for nw in (1, 2):
-            with dask.config.set(QUIET_WORKERS), LocalCluster(
-                    n_workers=nw, threads_per_worker=1, dashboard_address=None,
-                    silence_logs=40) as lc, Client(lc) as c:
+            with local_client(nw) as c:
                 c.run(lambda: __import__("pipeline.phase.stage"))
-                dest = str(Path(tmp) / f"warm{nw}")
                 t = time.perf_counter()
-                job = PhaseJob(str(store), dest, "fgla", 100, source="true", threads=1)
-                fs = [c.submit(_guarded, phase_shard, n, (job, n), pure=False) for n in names]
-                assert all(f.result().error is None for f in fs)
+                run_shards(c, fgla_job(store, Path(tmp) / f"warm{nw}"), names)
                 out[f"warm_cluster_{nw}_workers_40_shards_seconds"] = round(time.perf_counter() - t, 2)
         out["warm_speedup_2_vs_1"] = round(out["warm_cluster_1_workers_40_shards_seconds"]
                                            / out["warm_cluster_2_workers_40_shards_seconds"], 2)
@@ -111,14 +101,8 @@ def main():
         # shut-down included), all shards
         for nw in (1, 2):
             t = time.perf_counter()
-            with dask.config.set(QUIET_WORKERS), LocalCluster(
-                    n_workers=nw, threads_per_worker=1, dashboard_address=None,
-                    silence_logs=40) as lc, Client(lc) as c:
-                job = PhaseJob(str(store), str(Path(tmp) / f"cold{nw}"), "fgla", 100,
-                               source="true", threads=1)
-                fs = [c.submit(_guarded, phase_shard, n, (job, n), pure=False)
-                      for n in Store(store).shard_names()]
-                assert all(f.result().error is None for f in fs)
+            with local_client(nw) as c:
+                run_shards(c, fgla_job(store, Path(tmp) / f"cold{nw}"), Store(store).shard_names())
             out[f"cold_cluster_{nw}_workers_all_shards_seconds"] = round(time.perf_counter() - t, 2)
         out["cold_speedup_2_vs_1"] = round(out["cold_cluster_1_workers_all_shards_seconds"]
                                            / out["cold_cluster_2_workers_all_shards_seconds"], 2)
@@ -141,8 +125,8 @@ def _ceiling(out: dict, repeats: int) -> None:
 
 def _shards_work(store: str, dest: str, names: list[str]) -> float:
     """Seconds for the phase stage's own shard task (FGLA 100, 1 thread) over ``names``."""
-    from pipeline.phase.stage import PhaseJob, phase_shard
-    job = PhaseJob(store, dest, "fgla", 100, source="true", threads=1)
+    from pipeline.phase.stage import phase_shard
+    job = fgla_job(store, dest)
     phase_shard(job, names[0])          # warm-up: first-call costs out of the timing
     t = time.perf_counter()
     for n in names[1:]:
@@ -158,7 +142,7 @@ def _fgla_work(_) -> float:
     torch.set_num_threads(1)
     cfg = load_config("mel80-16k")
     g = torch.Generator().manual_seed(0)
-    mag = torch.rand(8, 256, cfg.n_fft // 2 + 1, generator=g)
+    mag = torch.rand(8, 256, cfg.n_freq, generator=g)
     pair = FramePair(cfg, 256, torch.full((8,), 256 * cfg.hop_length), "cpu", torch.float32)
     x = mag * initial_phase(mag, "zeros", g, cfg)
     iterate(x, mag, pair, 10)

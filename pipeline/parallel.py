@@ -90,6 +90,19 @@ QUIET_WORKERS = {"distributed.worker.profile.enabled": False,
 
 
 @contextlib.contextmanager
+def local_client(workers: int, quiet: bool = True) -> Iterator[Any]:
+    """A Client on a fresh LocalCluster of ``workers`` single-threaded worker processes
+    (``quiet``: with :data:`QUIET_WORKERS`)."""
+    import dask
+    from dask.distributed import Client, LocalCluster
+
+    with dask.config.set(QUIET_WORKERS if quiet else {}), LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+            silence_logs=40) as lc, Client(lc) as client:
+        yield client
+
+
+@contextlib.contextmanager
 def make_client(workers: int = 1, cluster: str = "local", profile: str | None = None
                 ) -> Iterator[Any]:
     """A dask Client for ``workers`` processes, or ``None`` for in-process serial running."""
@@ -99,12 +112,7 @@ def make_client(workers: int = 1, cluster: str = "local", profile: str | None = 
     from dask.distributed import Client
 
     if cluster == "local":
-        import dask
-        from dask.distributed import LocalCluster
-
-        with dask.config.set(QUIET_WORKERS), LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                silence_logs=40) as lc, Client(lc) as client:
+        with local_client(workers) as client:
             yield client
     elif cluster == "slurm":
         from .cluster import slurm_cluster

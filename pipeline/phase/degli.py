@@ -89,16 +89,18 @@ class DeGLINet(nn.Module):
         return {"arch": "DeGLI", "audio": self.audio.to_dict(), "model": asdict(self.hparams)}
 
 
-def block(net: DeGLINet, x: torch.Tensor, mag: torch.Tensor, pair: FramePair) -> torch.Tensor:
-    y = project(x, mag)
-    z = pair.stft(pair.istft(y))
-    return z - net(x, y, z, mag)
+def _sc(estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Spectral convergence over the whole batch (one number: a near-silent crop cannot
+    dominate it), unlike the per-item ``specmetrics.spectral_convergence``."""
+    return (torch.linalg.vector_norm(estimate - reference)
+            / torch.linalg.vector_norm(reference).clamp_min(1e-8))
 
 
 def run_blocks(net: DeGLINet, x: torch.Tensor, mag: torch.Tensor, pair: FramePair, n: int,
                momentum: float | None = None, inconsistency: list | None = None) -> torch.Tensor:
-    """``n`` blocks from ``x``. With momentum ``m`` > 0 (default: the net's) the blocks are
-    chained like FGLA's iterations: ``t_k = block(x_k)``, ``x_{k+1} = t_k - m/(1+m) t_{k-1}``,
+    """``n`` blocks from ``x`` (one block: ``Y = P_A(X)``, ``Z = P_C(Y)``, ``Z - DNN(X, Y, Z)``).
+    With momentum ``m`` > 0 (default: the net's) the blocks are chained like FGLA's
+    iterations: ``t_k = block(x_k)``, ``x_{k+1} = t_k - m/(1+m) t_{k-1}``,
     so a zero residual is exactly FGLA (the paper's chain, ``m = 0``, is GLA). Returns the last
     ``x`` (not amplitude-projected). ``inconsistency``: if a list, each block appends
     ``|| |P_C(P_A(x_k))| - mag || / ||mag||`` of its input, which the block computes anyway
@@ -114,8 +116,7 @@ def run_blocks(net: DeGLINet, x: torch.Tensor, mag: torch.Tensor, pair: FramePai
         y = project(x, mag)
         z = pair.stft(pair.istft(y))
         if inconsistency is not None:
-            inconsistency.append(torch.linalg.vector_norm(z.abs() - mag)
-                                 / torch.linalg.vector_norm(mag).clamp_min(1e-8))
+            inconsistency.append(_sc(z.abs(), mag))
         t = z - net(x, y, z, mag) if k < horizon else z
         x = t - alpha * prev if prev is not None and alpha else t
         prev = t
@@ -180,11 +181,9 @@ def _loss(net, X, mag, true_mag, pair) -> torch.Tensor:
     After the inverter (``mag`` an estimate): the output is not projected, and the loss is
     the inverter's own (L1 of floored logs + SC) between its re-analysed magnitude and the
     true one."""
-    out = block(net, X, mag, pair)
+    out = run_blocks(net, X, mag, pair, 1)
     if net.hparams.magnitude == "true":
-        again = pair.stft(pair.istft(project(out, mag))).abs()
-        return (torch.linalg.vector_norm(again - true_mag)
-                / torch.linalg.vector_norm(true_mag).clamp_min(1e-8))
+        return _sc(pair.stft(pair.istft(project(out, mag))).abs(), true_mag)
     from ..invert.train import loss_fn
     again = pair.stft(pair.istft(out)).abs()
     return loss_fn(again.clamp_min(1e-12).log(), true_mag)
@@ -197,8 +196,7 @@ def _unrolled_loss(net, X, mag, pair, n) -> torch.Tensor:
     consistency, not one step from a point GLA has already made stationary."""
     inc: list = []
     x = run_blocks(net, X, mag, pair, n, inconsistency=inc)
-    again = pair.stft(pair.istft(project(x, mag))).abs()
-    inc.append(torch.linalg.vector_norm(again - mag) / torch.linalg.vector_norm(mag).clamp_min(1e-8))
+    inc.append(_sc(pair.stft(pair.istft(project(x, mag))).abs(), mag))
     return torch.stack(inc[1:]).mean()
 
 
