@@ -45,7 +45,8 @@ _MALLOC_TUNED = False
 def tune_malloc() -> None:
     """Undo dask's MALLOC_TRIM_THRESHOLD_ in this worker process.
 
-    distributed starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``; an explicit trim
+    distributed starts workers with ``MALLOC_TRIM_THRESHOLD_=65536`` (local clusters here no
+    longer do, :data:`NANNY_ENV`; dask-jobqueue's SLURM workers still do); an explicit trim
     threshold switches off glibc's dynamic mmap threshold, so every large tensor of an FGLA
     iteration is mmapped and unmapped again: measured 9.5 s instead of 2.9 s for the same
     FGLA work in a worker. Raising both thresholds (glibc ``mallopt``) restores heap reuse.
@@ -89,17 +90,43 @@ QUIET_WORKERS = {"distributed.worker.profile.enabled": False,
                  "distributed.worker.memory.monitor-interval": "1s"}
 
 
+# Local worker processes come from a forkserver, not spawn (dask's default): a spawned worker
+# shuts down through a full interpreter exit with torch loaded, ~0.6 s per cluster on this
+# machine, a forked one in 0.04 s; the server itself starts once per process (~0.5 s), and
+# holds no threads, unlike this process (the scheduler's event loop, zarr's I/O loop), so it
+# is safe to fork from where a plain fork of this process is not.
+#
+# The nanny's pre-spawn environment without dask's MALLOC_TRIM_THRESHOLD_=65536: it fixes
+# glibc's mmap threshold, so every large tensor of an FGLA iteration is mmapped and unmapped
+# again (5x slower measured, see tune_malloc). dask writes these variables into this
+# process's own os.environ before starting a worker, and leaves them there: every process
+# started afterwards (a multiprocessing pool, the forkserver itself) inherited them;
+# local_client puts the environment back once the workers are up.
+START_METHOD = {"distributed.worker.multiprocessing-method": "forkserver"}
+NANNY_ENV = {"distributed.nanny.pre-spawn-environ": {
+    "OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1}}
+
+
 @contextlib.contextmanager
 def local_client(workers: int, quiet: bool = True) -> Iterator[Any]:
-    """A Client on a fresh LocalCluster of ``workers`` single-threaded worker processes
-    (``quiet``: with :data:`QUIET_WORKERS`)."""
+    """A Client on a fresh LocalCluster of ``workers`` single-threaded worker processes,
+    started from a forkserver (``quiet``: with :data:`QUIET_WORKERS`). This process's
+    environment is left as it was."""
     import dask
     from dask.distributed import Client, LocalCluster
 
-    with dask.config.set(QUIET_WORKERS if quiet else {}), LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-            silence_logs=40) as lc, Client(lc) as client:
+    saved = dict(os.environ)
+    with dask.config.set({**START_METHOD, **NANNY_ENV, **(QUIET_WORKERS if quiet else {})}), \
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                         dashboard_address=None, silence_logs=40) as lc, Client(lc) as client:
+        _restore_environ(saved)
         yield client
+
+
+def _restore_environ(saved: dict[str, str]) -> None:
+    for k in set(os.environ) - set(saved):
+        del os.environ[k]
+    os.environ.update({k: v for k, v in saved.items() if os.environ.get(k) != v})
 
 
 @contextlib.contextmanager

@@ -63,6 +63,24 @@ def test_phase_stage_true_magnitudes_and_resume(tmp_path, store80, corpus):
     assert again.done == 1
 
 
+def test_two_dask_workers_write_what_one_process_writes(tmp_path, store80, corpus):
+    """The local cluster path (forkserver workers, 1 torch thread each) against the in-process
+    path with 1 thread: the same samples for every utterance. The cluster leaves this
+    process's environment as it was (dask writes MALLOC_TRIM_THRESHOLD_ and friends into it:
+    processes started later ran FGLA 5x slower)."""
+    import os
+    env = dict(os.environ)
+    one = phase(store80, tmp_path / "one", "fgla", n_iter=20, source="true", threads=1,
+                progress=False)
+    two = phase(store80, tmp_path / "two", "fgla", n_iter=20, source="true", workers=2,
+                progress=False)
+    assert one.ok and two.ok and one.done == two.done == len(corpus)
+    assert dict(os.environ) == env
+    for u in corpus:
+        np.testing.assert_array_equal(load(tmp_path / "one" / f"{u.id}.wav", 16000),
+                                      load(tmp_path / "two" / f"{u.id}.wav", 16000))
+
+
 def test_phase_without_mag_says_run_invert(tmp_path, store80):
     import shutil
     s = tmp_path / "s.zarr"
