@@ -53,6 +53,26 @@ def test_invert_stage_writes_mag_and_resumes(tmp_path, store80):
     assert redo.done == 14
 
 
+def test_model_inversion_records_weights_digest_and_redoes_on_retrain(tmp_path, store80):
+    """Each shard records the weights' sha256; a shard inverted by other weights of the same
+    name (retrained) is not taken as done."""
+    import shutil
+    from pipeline import weights as W
+    s = tmp_path / "s.zarr"
+    shutil.copytree(store80, s)
+    assert invert(s, "model", progress=False).ok
+    store = Store(s)
+    digest = W.read_card(W.resolve("invert-mel80-16k"))["sha256"]
+    names = store.shard_names()
+    assert {store.shard_attrs(n)["mag"]["weights_sha256"] for n in names} == {digest}
+    group = store.shard_group(names[0])
+    group.attrs["mag"] = {**group.attrs["mag"], "weights_sha256": "0" * 64}
+    again = invert(s, "model", progress=False)
+    assert again.skipped_shards == len(names) - 1
+    assert again.done == len(store.entries(names[0]))
+    assert store.shard_attrs(names[0])["mag"]["weights_sha256"] == digest
+
+
 def test_nan_mel_is_reported_not_fatal(tmp_path, store80):
     import shutil
     s = tmp_path / "s.zarr"

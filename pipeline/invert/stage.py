@@ -38,7 +38,10 @@ def invert_frames(mels: list[np.ndarray], cfg: AudioConfig, method: str, *, mode
 
 
 def invert_shard(store_path: str, name: str, method: str, weights: str | None, device: str,
-                 batch_frames: int, threads: int, n_iter: int) -> dict:
+                 batch_frames: int, threads: int, n_iter: int,
+                 weights_sha256: str | None = None) -> dict:
+    """Worker task: one shard's ``mag``. ``weights_sha256`` (the card's, read once by
+    :func:`invert`) is recorded with it: which weights exactly, since a name may be retrained."""
     torch.set_num_threads(threads)
     store = Store(store_path)
     cfg = store.config
@@ -66,12 +69,8 @@ def invert_shard(store_path: str, name: str, method: str, weights: str | None, d
     for e, m in zip(good, mags):
         result[e.offset:e.offset + e.n_frames] = m
     store.write_array(group, "mag", result)
-    digest = None
-    if method == "model":   # which weights exactly (a name may be retrained): phase checks it
-        from ..weights import read_card, resolve
-        digest = read_card(resolve(weights))["sha256"] if weights else None
     group.attrs["mag"] = {"complete": True, "method": method, "weights": weights,
-                          "weights_sha256": digest, "failures": failures}
+                          "weights_sha256": weights_sha256, "failures": failures}
     return {"n": len(good), "seconds": sum(e.n_samples for e in good) / cfg.sample_rate}
 
 
@@ -81,7 +80,8 @@ def invert(store_path: str | Path, method: str = "pinv", *, weights: str | None 
            overwrite: bool = False) -> StageResult:
     """Write the estimated magnitude ``mag`` of every shard of ``store_path``.
 
-    Resumable: shards already inverted with the same method and weights are skipped.
+    Resumable: shards already inverted with the same method and weights (name and, where
+    recorded, sha256) are skipped.
     """
     t0 = time.perf_counter()
     if method not in METHODS:
@@ -90,20 +90,23 @@ def invert(store_path: str | Path, method: str = "pinv", *, weights: str | None 
     if store.incomplete():
         raise ValueError(f"{store_path}: extraction is incomplete ({len(store.incomplete())} "
                          "shards); re-run `pipeline extract` with the same arguments first")
+    digest = None
     if method == "model":
-        from ..weights import load_invert_model, pick_for
+        from ..weights import load_invert_model, pick_for, read_card, resolve
         weights = weights or pick_for(store.config, "PInvConvSkip")
         load_invert_model(weights, store.config)   # fail early, naming the mismatching field
+        digest = read_card(resolve(weights))["sha256"]
     workers = workers_for(device, workers)
     todo = []
     for name in store.shard_names():
         done = store.shard_attrs(name).get("mag", {})
-        same = done.get("method") == method and done.get("weights") == weights
+        same = (done.get("method") == method and done.get("weights") == weights
+                and done.get("weights_sha256") in (None, digest))
         if overwrite or not (done.get("complete") and same):
             todo.append(name)
     threads = threads_per_worker(workers, cluster, profile)
-    tasks = [(n, (str(store_path), n, method, weights, device, batch_frames, threads, n_iter))
-             for n in todo]
+    tasks = [(n, (str(store_path), n, method, weights, device, batch_frames, threads, n_iter,
+                  digest)) for n in todo]
     res = StageResult(store=Path(store_path), skipped_shards=len(store.shard_names()) - len(todo))
     results = run_tasks(invert_shard, tasks, workers=workers, cluster=cluster, profile=profile,
                         desc=f"invert ({method})", progress=progress)
