@@ -371,7 +371,7 @@ def train_degli(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Train the DeGLI residual network on FGLA iterates of the stores' STFTs (true magnitudes,
-    or the learned inverter's with --after-model)."""
+    or the learned inverter's with --after-model). Re-run the same command to resume."""
     from .phase.degli import DeGLIConfig, DeGLITrainConfig, train_degli as run
     from .weights import WeightsError
 

@@ -108,3 +108,30 @@ def test_train_degli_unrolled_chain_exports_usable_weights(tmp_path, store80):
     res = phase(store80, tmp_path / "wav", "degli", n_iter=2, source="true",
                 weights=str(out / "degli-chain.pt"), progress=False)
     assert res.ok and res.done == 14
+
+
+def test_train_degli_resumes_to_the_uninterrupted_weights(tmp_path, store80):
+    """Stopped after epoch 1 and re-run for 2 epochs, training ends with the same weights as
+    one 2-epoch run (the checkpoint holds net, optimiser and sampling RNG); other settings
+    in the same folder are refused."""
+    from dataclasses import replace
+
+    import pytest
+    from pipeline.phase.degli import DeGLIConfig, DeGLITrainConfig, train_degli
+
+    hp = DeGLIConfig(channels=4, warmup=0, momentum=0.99)
+    tc = DeGLITrainConfig(epochs=2, steps_per_epoch=2, batch_size=2, max_utterances=4,
+                          warmup_range=(0, 2), unroll=2, patience=5)
+    whole = train_degli(store80, store80, tmp_path / "whole", tc, hp, progress=False)
+    train_degli(store80, store80, tmp_path / "cut", replace(tc, epochs=1), hp, progress=False)
+    assert (tmp_path / "cut" / "checkpoint.pt").exists()
+    resumed = train_degli(store80, store80, tmp_path / "cut", tc, hp, progress=False)
+    assert resumed["validation"] == whole["validation"]
+    a, b = (torch.load(tmp_path / d / "checkpoint.pt", weights_only=True) for d in ("whole", "cut"))
+    val = [[h["val"] for h in json.loads(c["history"])] for c in (a, b)]
+    assert len(val[0]) == 2 and val[0] == val[1]
+    assert all(torch.equal(a["net"][k], b["net"][k]) for k in a["net"])    # the last epoch's net
+    exported = [W.load_state(tmp_path / d / f"{d}.pt")[0] for d in ("whole", "cut")]
+    assert all(torch.equal(exported[0][k], exported[1][k]) for k in exported[0])
+    with pytest.raises(ValueError, match="other settings"):
+        train_degli(store80, store80, tmp_path / "cut", replace(tc, lr=1e-2), hp, progress=False)

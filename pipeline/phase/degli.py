@@ -223,7 +223,11 @@ def train_degli(train_store: str | Path, val_store: str | Path, out: str | Path,
                 tc: DeGLITrainConfig = DeGLITrainConfig(), hp: DeGLIConfig = DeGLIConfig(),
                 progress: bool = True) -> dict:
     """Train the residual net on FGLA iterates of true STFTs (the stores' source audio);
-    early stopping on validation (FGLA ``hp.warmup`` iterates); export the best epoch."""
+    early stopping on validation (FGLA ``hp.warmup`` iterates); export the best epoch.
+
+    Checkpoints every epoch (``out``/checkpoint.pt: net, optimiser, sampling RNG, history):
+    re-running with the same settings resumes where it stopped and ends with the weights of
+    an uninterrupted run; a different ``--epochs`` extends or shortens it."""
     from .. import weights as W
     from ..parallel import progress_bar
     from ..store import Store
@@ -282,11 +286,26 @@ def train_degli(train_store: str | Path, val_store: str | Path, out: str | Path,
 
     history, best = [], (float("inf"), -1)
     base = val_loss()   # zero-initialised output layer: one more plain GLA iteration
+    ckpt_path = out / "checkpoint.pt"
+    settings = json.dumps({"model": asdict(hp), "train": {**asdict(tc), "epochs": None}},
+                          sort_keys=True, default=str)
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if ck["settings"] != settings:
+            raise ValueError(f"{ckpt_path} was written by a run with other settings; resume "
+                             "with the same options, or use a new --out folder")
+        net.load_state_dict(ck["net"])
+        opt.load_state_dict(ck["opt"])
+        gen.set_state(ck["gen"])
+        history, best = json.loads(ck["history"]), tuple(json.loads(ck["best"]))
+    done_s = history[-1]["seconds"] if history else 0.0
     t0 = time.perf_counter()
     lo, hi = tc.warmup_range
     with progress_bar(disable=not progress) as bar:
-        task = bar.add_task("train degli", total=tc.epochs)
-        for epoch in range(tc.epochs):
+        task = bar.add_task("train degli", total=tc.epochs, completed=len(history))
+        for epoch in range(len(history), tc.epochs):
+            if epoch - best[1] > tc.patience:
+                break   # a resumed run that had already stopped early
             losses = []
             for _ in range(tc.steps_per_epoch):
                 idx = torch.randint(len(waves), (tc.batch_size,), generator=gen).tolist()
@@ -308,10 +327,15 @@ def train_degli(train_store: str | Path, val_store: str | Path, out: str | Path,
                 losses.append(loss.item())
             v = val_loss()
             history.append({"epoch": epoch, "train": float(np.mean(losses)), "val": v,
-                            "plain_gla_block": base, "seconds": time.perf_counter() - t0})
+                            "plain_gla_block": base,
+                            "seconds": done_s + time.perf_counter() - t0})
             if v < best[0]:
                 best = (v, epoch)
                 torch.save(net.state_dict(), out / "best.pt")
+            torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
+                        "history": json.dumps(history), "best": json.dumps(best),
+                        "settings": settings}, out / "checkpoint.tmp")
+            (out / "checkpoint.tmp").replace(ckpt_path)
             (out / "history.json").write_text(json.dumps(history, indent=1))
             bar.update(task, advance=1, description=f"train degli (val {v:.4f}, GLA {base:.4f})")
             if epoch - best[1] >= tc.patience:
