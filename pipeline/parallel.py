@@ -84,10 +84,16 @@ def progress_bar(disable: bool = False) -> Progress:
 # (a stack sample of the compute thread every 10 ms), GIL monitor or fast system/memory
 # polling: off, or slowed down. Measured effect on 2 vs 1 workers: none beyond this VM's
 # noise (benchmarks/dask_quiet.py: 1.82x -> 1.96x in one A/B, 1.91x -> 1.76x in the next).
+# The event-loop health check of every server (scheduler, nannies, workers) every 1 s instead
+# of 20 ms: an idle 2-worker cluster then costs this process 6 instead of 32 ms of CPU per
+# second and each worker 2-3 instead of 15-19 (benchmarks/dask_idle.py): ~3 % of two cores
+# that the shard tasks get back. A loop blocked for longer than the 3 s limit is still
+# reported.
 QUIET_WORKERS = {"distributed.worker.profile.enabled": False,
                  "distributed.admin.system-monitor.interval": "5s",
                  "distributed.admin.system-monitor.gil.enabled": False,
-                 "distributed.worker.memory.monitor-interval": "1s"}
+                 "distributed.worker.memory.monitor-interval": "1s",
+                 "distributed.admin.tick.interval": "1s"}
 
 
 # Local worker processes come from a forkserver, not spawn (dask's default): a spawned worker
@@ -108,15 +114,17 @@ NANNY_ENV = {"distributed.nanny.pre-spawn-environ": {
 
 
 @contextlib.contextmanager
-def local_client(workers: int, quiet: bool = True) -> Iterator[Any]:
+def local_client(workers: int, quiet: bool = True, settings: dict | None = None
+                 ) -> Iterator[Any]:
     """A Client on a fresh LocalCluster of ``workers`` single-threaded worker processes,
-    started from a forkserver (``quiet``: with :data:`QUIET_WORKERS`). This process's
-    environment is left as it was."""
+    started from a forkserver (``quiet``: with :data:`QUIET_WORKERS`; ``settings``: dask
+    config on top, for the benchmarks). This process's environment is left as it was."""
     import dask
     from dask.distributed import Client, LocalCluster
 
     saved = dict(os.environ)
-    with dask.config.set({**START_METHOD, **NANNY_ENV, **(QUIET_WORKERS if quiet else {})}), \
+    with dask.config.set({**START_METHOD, **NANNY_ENV, **(QUIET_WORKERS if quiet else {}),
+                          **(settings or {})}), \
             LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                          dashboard_address=None, silence_logs=40) as lc, Client(lc) as client:
         _restore_environ(saved)
