@@ -128,7 +128,10 @@ def local_client(workers: int, quiet: bool = True, settings: dict | None = None
             LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                          dashboard_address=None, silence_logs=40) as lc, Client(lc) as client:
         _restore_environ(saved)
-        yield client
+        try:
+            yield client
+        finally:            # a nanny restarting a lost worker writes them again
+            _restore_environ(saved)
 
 
 def _restore_environ(saved: dict[str, str]) -> None:
