@@ -32,6 +32,15 @@ def sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def save_atomic(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``: a
+    crash mid-write leaves the previous file whole (checkpoints, best epochs, weights)."""
+    path = Path(path)
+    tmp = path.with_name("." + path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
 def save(state_dict: dict, card: dict[str, Any], path: str | Path, half: bool = False) -> Path:
     """Write ``path`` (.pt) and its card (.json) with the checksum, atomically.
 
@@ -39,12 +48,10 @@ def save(state_dict: dict, card: dict[str, Any], path: str | Path, half: bool = 
     them back to the model's float32)."""
     path = Path(path).with_suffix(".pt")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name("." + path.name + ".tmp")
     state = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    save_atomic(state, path)
     card = {**card, "file": path.name, "sha256": sha256(path), "stored_dtype":
             "float16" if half else "float32",
             "bytes": path.stat().st_size}

@@ -222,12 +222,11 @@ def train_invert(train_store: str | Path, val_store: str | Path, out: str | Path
                             "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0})
             if val["loss"] < best["val"]:
                 best = {"val": val["loss"], "epoch": epoch, "metrics": val}
-                torch.save(net.state_dict(), out / "best.pt")
-            torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                        "sched": sched.state_dict(), "gen": gen.get_state(),
-                        "history": json.dumps(history), "best": json.dumps(best)},
-                       out / "checkpoint.tmp")
-            (out / "checkpoint.tmp").replace(ckpt_path)
+                W.save_atomic(net.state_dict(), out / "best.pt")
+            W.save_atomic({"model": model.state_dict(), "ema": ema.state_dict(),
+                           "opt": opt.state_dict(), "sched": sched.state_dict(),
+                           "gen": gen.get_state(), "history": json.dumps(history),
+                           "best": json.dumps(best)}, ckpt_path)
             plot_curve(history, out / "loss_curve.png")
             (out / "history.json").write_text(json.dumps(history, indent=1))
             bar.update(task, advance=1,

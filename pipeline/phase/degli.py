@@ -331,11 +331,10 @@ def train_degli(train_store: str | Path, val_store: str | Path, out: str | Path,
                             "seconds": done_s + time.perf_counter() - t0})
             if v < best[0]:
                 best = (v, epoch)
-                torch.save(net.state_dict(), out / "best.pt")
-            torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
-                        "history": json.dumps(history), "best": json.dumps(best),
-                        "settings": settings}, out / "checkpoint.tmp")
-            (out / "checkpoint.tmp").replace(ckpt_path)
+                W.save_atomic(net.state_dict(), out / "best.pt")
+            W.save_atomic({"net": net.state_dict(), "opt": opt.state_dict(),
+                           "gen": gen.get_state(), "history": json.dumps(history),
+                           "best": json.dumps(best), "settings": settings}, ckpt_path)
             (out / "history.json").write_text(json.dumps(history, indent=1))
             bar.update(task, advance=1, description=f"train degli (val {v:.4f}, GLA {base:.4f})")
             if epoch - best[1] >= tc.patience:
