@@ -31,9 +31,21 @@ def fgla_job(store, dest):
 
 
 def run_shards(client, job, names) -> None:
-    """The stage's shard task for each of ``names`` on a dask ``client``; waits, checks."""
+    """The stage's shard task for each of ``names`` (whole) on a dask ``client``; waits, checks."""
+    _submit(client, [((n, None), (job, n)) for n in names])
+
+
+def run_planned(client, job, workers: int) -> None:
+    """The tasks the stage itself plans for ``workers`` (the last shards in parts), on a dask
+    ``client``, submitted in the stage's order; waits, checks."""
+    from pipeline.phase.stage import plan_tasks
+    from pipeline.store import Store
+    _submit(client, plan_tasks(Store(job.store_path), job, workers))
+
+
+def _submit(client, tasks) -> None:
     from pipeline.parallel import _guarded
     from pipeline.phase.stage import phase_shard
-    fs = [client.submit(_guarded, phase_shard, n, (job, n), pure=False) for n in names]
+    fs = [client.submit(_guarded, phase_shard, key, args, pure=False) for key, args in tasks]
     errors = [f.result().error for f in fs]
     assert not any(errors), errors

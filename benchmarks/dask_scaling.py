@@ -12,7 +12,8 @@ median. Measured, --pairs times each:
    single-threaded workers: start-up, imports and shut-down included) vs ``phase(workers=1,
    threads=1)`` (in this process, one torch thread; the cluster would only add start-up).
 2. ``warm_clusters``: dask's own scaling, warm LocalClusters of 1 and of 2 single-threaded
-   workers (imports done, first shard run) on all shards.
+   workers (imports done, first shard run) on all shards, as the stage plans them (with 2
+   workers the last 4 shards in ~10 s parts).
 3. ``no_dask``: the ceiling without dask, the stage's own shard task (FGLA 100, 1 thread) over
    the first --ceiling-shards shards in one plain process vs split over two (spawned
    processes, a warm-up shard each out of the timing). Two busy cores of a VM need not give
@@ -35,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _corpus import fgla_job, repeated, run_shards
+from _corpus import fgla_job, repeated, run_planned, run_shards
 from pipeline.config import load_config
 from pipeline.extract import DEFAULT_SHARD_SECONDS, extract
 from pipeline.manifest import write_manifest
@@ -121,7 +122,7 @@ def _warm(store: Path, dest: Path, names: list[str]):
     def run(workers: int) -> float:
         with local_client(workers) as c:
             run_shards(c, fgla_job(store, dest / f"up{workers}"), names[:workers])   # warm-up
-            return _timed(lambda: run_shards(c, fgla_job(store, dest / f"w{workers}"), names))
+            return _timed(lambda: run_planned(c, fgla_job(store, dest / f"w{workers}"), workers))
     return _pair(lambda: run(1), lambda: run(2))
 
 

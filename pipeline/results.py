@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 from .manifest import Failure
 from .store import shard_name
@@ -24,15 +25,18 @@ class StageResult:
     def ok(self) -> bool:
         return not self.failures
 
-    def absorb(self, results, items_of, stage: str) -> list[Failure]:
+    def absorb(self, results, items_of, stage: str,
+               label: Callable[[Any], str] | None = None) -> list[Failure]:
         """Count the finished shard tasks; a crashed task becomes one failure per item.
 
-        ``items_of(key)``: the ``{"id", "path"}`` items of the task's shard.
+        ``items_of(key)``: the ``{"id", "path"}`` items of the task; ``label(key)``: how the
+        failure names the task (default: the key is a shard's index, "shard 00003").
         """
         crashed: list[Failure] = []
         for r in results:
             if r.error:
-                crashed += shard_failure(int(r.key), items_of(r.key), stage, r.error)
+                what = label(r.key) if label else f"shard {shard_name(int(r.key))}"
+                crashed += task_failure(what, items_of(r.key), stage, r.error)
             else:
                 self.done += r.value["n"]
                 self.audio_seconds += r.value["seconds"]
@@ -52,8 +56,8 @@ def write_failures(failures: list[Failure], path: Path) -> Path | None:
     return path
 
 
-def shard_failure(index: int, items: list[dict], stage: str, error: str) -> list[Failure]:
-    return [Failure(it["id"], it["path"], stage, f"shard {shard_name(index)} failed: {error}")
+def task_failure(what: str, items: list[dict], stage: str, error: str) -> list[Failure]:
+    return [Failure(it["id"], it["path"], stage, f"{what} failed: {error}")
             for it in items]
 
 

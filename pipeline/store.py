@@ -140,7 +140,7 @@ class Store:
         if data.size:
             arr[...] = data
 
-    def read_array(self, name: str, array: str) -> np.ndarray:
+    def read_array(self, name: str, array: str, rows: slice = slice(None)) -> np.ndarray:
         g = self.shard_group(name)
         if g is None or array not in g:
             hint = {"mel": "run `pipeline extract` again",
@@ -148,7 +148,7 @@ class Store:
                     "mag": "run `pipeline invert` first"}.get(array, "")
             raise StoreError(f"{self.path}: shard {name} has no '{array}' array; {hint}")
         try:
-            return np.asarray(g[array][...])
+            return np.asarray(g[array][rows])
         except Exception as exc:
             raise StoreError(f"{self.path}: shard {name}/{array} is damaged ({exc}); delete "
                              f"{self.path / 'shards' / name} and re-run the stage that wrote it"

@@ -81,6 +81,50 @@ def test_two_dask_workers_write_what_one_process_writes(tmp_path, store80, corpu
                                       load(tmp_path / "two" / f"{u.id}.wav", 16000))
 
 
+def test_several_workers_get_the_last_shards_in_parts(tmp_path, store80, corpus):
+    """With 2 workers the last 4 shard tasks are cut into parts of whole buckets (so the
+    workers run out of work together); every utterance is in exactly one task, a resume plans
+    only the part of a missing wav, and that part writes the same samples as the whole-shard
+    run did. A crashed part names its shard and buckets in the failures."""
+    from pipeline.parallel import TaskResult
+    from pipeline.phase.stage import PhaseJob, part_items, phase_shard, plan_tasks
+    from pipeline.results import StageResult
+
+    store, out = Store(store80), tmp_path / "w"
+    job = PhaseJob(str(store80), str(out), "fgla", 20, source="true", threads=1)
+    whole = plan_tasks(store, job, 1)
+    assert [k for k, _ in whole] == [(n, None) for n in store.shard_names()]
+    parts = plan_tasks(store, job, 2, part_seconds=3.0)   # this corpus' shards are ~12 s
+    names = store.shard_names()
+    assert len(names) == 5 and parts[0][0] == (names[0], None)
+    assert {n for (n, p), _ in parts[1:]} == set(names[1:]) and all(p for (_, p), _ in parts[1:])
+    by_id = {u.id: u for u in corpus}
+    ids = [it["id"] for key, _ in parts for it in part_items(store, key, job.batch_frames)]
+    assert sorted(ids) == sorted(by_id)
+    longest = max(u.duration for u in corpus)
+    for (key, _), (after, _) in zip(parts[1:], parts[2:]):
+        if key[0] == after[0]:               # not its shard's last part: ~3 s
+            secs = sum(by_id[it["id"]].duration for it in part_items(store, key, 256))
+            assert 3.0 <= secs < 3.0 + longest, (key, secs)
+    assert len(parts) == 8 > len(whole)
+
+    assert phase(store80, out, "fgla", n_iter=20, source="true", threads=1, progress=False).ok
+    victim = corpus[5].id
+    before = load(out / f"{victim}.wav", 16000)
+    (out / f"{victim}.wav").unlink()
+    todo = plan_tasks(store, job, 2, part_seconds=3.0)
+    assert len(todo) == 1 and victim in [it["id"] for it in part_items(store, todo[0][0], 256)]
+    assert phase_shard(*todo[0][1])["n"] == 1
+    np.testing.assert_array_equal(load(out / f"{victim}.wav", 16000), before)
+
+    key = parts[1][0]
+    crashed = StageResult(out).absorb([TaskResult(key, error="boom")],
+                                      lambda k: part_items(store, k, 256), "phase",
+                                      label=lambda k: f"shard {k[0]} (part)")
+    assert {f.id for f in crashed} == {it["id"] for it in part_items(store, key, 256)}
+    assert all(f.reason == f"shard {key[0]} (part) failed: boom" for f in crashed)
+
+
 def test_phase_without_mag_says_run_invert(tmp_path, store80):
     import shutil
     s = tmp_path / "s.zarr"

@@ -29,6 +29,12 @@ SOURCES = {"mag": "mag", "true": "mag_true"}
 # Padded frames per batch. Small batches keep FGLA's working set in cache: measured RTF
 # 0.024 at 256 frames vs 0.062 at 4000 (benchmarks/phase.py, 2 cores).
 PHASE_BATCH_FRAMES = 256
+# With several workers the last 2 x workers shard tasks are cut into parts of about this much
+# audio (whole buckets), so that the workers run out of work together instead of one waiting
+# on the other's last whole shard (see plan_tasks).
+TAIL_PART_SECONDS = 10.0
+
+Part = tuple[int, int] | None   # a range of a shard's buckets; None: the whole shard
 
 
 def wav_path(out_dir: Path, uid: str) -> Path:
@@ -69,9 +75,15 @@ class PhaseJob:
     extra: dict = field(default_factory=dict)   # algorithm options (momentum, weights, ...)
 
 
-def phase_shard(job: PhaseJob, name: str) -> dict:
-    """Worker task: one shard. Buckets are formed over all of the shard's utterances, whatever
-    already exists, and a bucket with any wav missing is recomputed whole: a resumed run
+def shard_buckets(entries: list, batch_frames: int) -> list[list[int]]:
+    """A shard's batches (indices into ``entries``): a function of the shard alone, so a
+    resumed or differently split run batches every utterance as an uninterrupted one does."""
+    return buckets([e.n_frames for e in entries], batch_frames)
+
+
+def phase_shard(job: PhaseJob, name: str, part: Part = None) -> dict:
+    """Worker task: one shard, or the buckets ``part`` = ``(start, stop)`` of it. A bucket with
+    any wav missing is recomputed whole (less its invalid magnitudes), so a resumed run
     computes exactly what an uninterrupted one does."""
     torch.set_num_threads(job.threads)
     store_path, source, batch_frames = job.store_path, job.source, job.batch_frames
@@ -79,24 +91,29 @@ def phase_shard(job: PhaseJob, name: str) -> dict:
     cfg = store.config
     out = Path(job.out_dir)
     entries = store.entries(name)
-    if all(wav_path(out, e.id).exists() for e in entries):
+    groups = shard_buckets(entries, batch_frames)
+    if part is not None:
+        groups = groups[part[0]:part[1]]
+    mine = [entries[i] for g in groups for i in g]
+    if all(wav_path(out, e.id).exists() for e in mine):
         return {"n": 0, "seconds": 0.0, "failures": []}
-    data = store.read_array(name, SOURCES[source])
-    failures, good = [], []
-    for e in entries:
-        m = data[e.offset:e.offset + e.n_frames]
+    lo = min(e.offset for e in mine)
+    data = store.read_array(name, SOURCES[source], rows=slice(lo, max(e.offset + e.n_frames
+                                                                      for e in mine)))
+    failures, bad = [], set()
+    for e in mine:
+        m = data[e.offset - lo:e.offset - lo + e.n_frames]
         if not np.isfinite(m).all() or (m < 0).any():
             failures.append(Failure(e.id, e.source, "phase", f"{store_path}: magnitude of {e.id} "
                                     "has NaN/Inf or negative values; re-run `pipeline invert`"))
-        else:
-            good.append(e)
+            bad.add(e.id)
     dev = resolve_device(job.device)
     done = 0
-    for group in buckets([e.n_frames for e in good], batch_frames):
-        items = [good[i] for i in group]
+    for group in groups:
+        items = [entries[i] for i in group if entries[i].id not in bad]
         if all(wav_path(out, e.id).exists() for e in items):
             continue
-        waves = reconstruct([data[e.offset:e.offset + e.n_frames] for e in items],
+        waves = reconstruct([data[e.offset - lo:e.offset - lo + e.n_frames] for e in items],
                             [e.n_samples for e in items], cfg, job.algo, n_iter=job.n_iter,
                             init=job.init, device=dev, batch_frames=batch_frames, seed=job.seed,
                             **job.extra)
@@ -104,8 +121,52 @@ def phase_shard(job: PhaseJob, name: str) -> dict:
             if not wav_path(out, e.id).exists():
                 write_wav(wav_path(out, e.id), y, cfg.sample_rate)
                 done += 1
-    secs = sum(e.n_samples for e in good) / cfg.sample_rate
+    secs = sum(e.n_samples for e in mine if e.id not in bad) / cfg.sample_rate
     return {"n": done, "seconds": secs, "failures": failures}
+
+
+def plan_tasks(store: Store, job: PhaseJob, workers: int,
+               part_seconds: float = TAIL_PART_SECONDS) -> list[tuple[tuple[str, Part], tuple]]:
+    """The tasks of a run, ``((shard, part), (job, shard, part))``, in submission order
+    (dask starts them in that order): whole shards, then the last ``2 x workers`` shards cut
+    into parts of about ``part_seconds`` of audio. A lone worker gets whole shards; with
+    several, whole shards only would leave one worker idle while another finishes the last
+    shard (2 workers on 3 shards: at most 1.5x). Tasks whose wavs all exist are left out."""
+    out = Path(job.out_dir)
+    names = store.shard_names()
+    split_from = len(names) - 2 * workers if workers > 1 else len(names)
+    tasks = []
+    for k, name in enumerate(names):
+        entries = store.entries(name)
+        groups = shard_buckets(entries, job.batch_frames)
+        if k < split_from:
+            parts: list[tuple[Part, list[int]]] = [(None, [i for g in groups for i in g])]
+        else:
+            parts, start, acc = [], 0, 0
+            for b, g in enumerate(groups):
+                acc += sum(entries[i].n_samples for i in g)
+                if acc >= part_seconds * store.config.sample_rate or b == len(groups) - 1:
+                    parts.append(((start, b + 1), [i for gg in groups[start:b + 1] for i in gg]))
+                    start, acc = b + 1, 0
+        for part, idx in parts:
+            if any(not wav_path(out, entries[i].id).exists() for i in idx):
+                tasks.append(((name, part), (job, name, part)))
+    return tasks
+
+
+def part_items(store: Store, key: tuple[str, Part], batch_frames: int) -> list[dict]:
+    """The ``{"id", "path"}`` items of a task (for failure reports)."""
+    name, part = key
+    items = store_items(store, name)
+    if part is None:
+        return items
+    groups = shard_buckets(store.entries(name), batch_frames)[part[0]:part[1]]
+    return [items[i] for g in groups for i in g]
+
+
+def _task_label(key: tuple[str, Part]) -> str:
+    name, part = key
+    return f"shard {name}" + (f" (buckets {part[0]}-{part[1] - 1})" if part else "")
 
 
 def _check_inverter(store: Store, degli_weights: str | None, inverter: str | None) -> None:
@@ -160,16 +221,16 @@ def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *, n_
     for stale in out.rglob(".tmp-*.wav"):     # left by a run killed mid-write
         stale.unlink(missing_ok=True)
     workers = workers_for(device, workers)
-    todo = [n for n in store.shard_names()
-            if any(not wav_path(out, e.id).exists() for e in store.entries(n))]
     threads = threads or threads_per_worker(workers, cluster, profile)
     job = PhaseJob(str(store_path), str(out), algo, n_iter, source, init, device, batch_frames,
                    threads, seed, extra)
-    tasks = [(n, (job, n)) for n in todo]
-    res = StageResult(store=out, skipped_shards=len(store.shard_names()) - len(todo))
+    tasks = plan_tasks(store, job, workers)
+    started = {name for (name, _), _ in tasks}
+    res = StageResult(store=out, skipped_shards=len(store.shard_names()) - len(started))
     results = run_tasks(phase_shard, tasks, workers=workers, cluster=cluster, profile=profile,
                         desc=f"phase ({algo}, {n_iter} it)", progress=progress)
-    res.failures = res.absorb(results, lambda key: store_items(store, key), "phase")
+    res.failures = res.absorb(results, lambda key: part_items(store, key, batch_frames), "phase",
+                              label=_task_label)
     res.failures += [f for r in results if not r.error for f in r.value["failures"]]
     res.failures_csv = write_failures(res.failures, out / "failures.csv")
     res.seconds = time.perf_counter() - t0
