@@ -20,6 +20,9 @@ median. Measured, --pairs times each:
    twice one core's throughput (shared caches, memory bandwidth, the host's scheduling);
    dask cannot scale past that ratio.
 
+4. ``tail`` (not run by default: ``--only tail``): one warm 2-worker cluster, the stage's
+   planned tasks (the last shards in parts) vs whole shards only; ratio = whole / planned.
+
 Also, once: the in-process path with the default threads (1 worker x 2 torch threads), the
 cluster start-up and the scheduler's overhead per task (for the N-node estimate in
 BENCHMARKS.md).
@@ -53,7 +56,7 @@ def main():
     ap.add_argument("--ceiling-shards", type=int, default=16,
                     help="even: the two processes then time the same number of shards")
     ap.add_argument("--only", nargs="*", default=["end_to_end", "warm_clusters", "no_dask"],
-                    help="a subset of: end_to_end warm_clusters no_dask")
+                    help="a subset of: end_to_end warm_clusters no_dask tail")
     a = ap.parse_args()
     utts = repeated(a.repeat)
     with tempfile.TemporaryDirectory() as tmp:
@@ -67,7 +70,8 @@ def main():
                "shard_seconds": a.shard_seconds}
         runs = {"end_to_end": lambda k: _end_to_end(store, tmp / f"e{k}"),
                 "warm_clusters": lambda k: _warm(store, tmp / f"w{k}", names),
-                "no_dask": lambda k: _no_dask(store, tmp / f"n{k}", names[:a.ceiling_shards])}
+                "no_dask": lambda k: _no_dask(store, tmp / f"n{k}", names[:a.ceiling_shards]),
+                "tail": lambda k: _tail(store, tmp / f"t{k}", names)}
         for what in a.only:
             pairs = []
             for k in range(a.pairs):
@@ -124,6 +128,19 @@ def _warm(store: Path, dest: Path, names: list[str]):
             run_shards(c, fgla_job(store, dest / f"up{workers}"), names[:workers])   # warm-up
             return _timed(lambda: run_planned(c, fgla_job(store, dest / f"w{workers}"), workers))
     return _pair(lambda: run(1), lambda: run(2))
+
+
+def _tail(store: Path, dest: Path, names: list[str]):
+    def go(planned_first: bool) -> tuple[float, float]:
+        with local_client(2) as c:
+            run_shards(c, fgla_job(store, dest / "up"), names[:2])   # warm-up
+            whole = lambda: _timed(lambda: run_shards(c, fgla_job(store, dest / "w"), names))
+            planned = lambda: _timed(lambda: run_planned(c, fgla_job(store, dest / "p"), 2))
+            if planned_first:
+                p = planned()
+                return whole(), p
+            return whole(), planned()
+    return go
 
 
 def _no_dask(store: Path, dest: Path, names: list[str]):
