@@ -112,8 +112,9 @@ QUIET_WORKERS = {"distributed.worker.profile.enabled": False,
 # The forkserver also imports the tasks' module (``preload``; torch with it) before it forks
 # the workers, instead of each worker importing it on its first task, and starts before the
 # scheduler so that this overlaps it: a 2-worker cluster ready to run the phase task in
-# 1.97 instead of 2.70 s from a CLI-like process (benchmarks/dask_boot.py, medians). Only the first
-# cluster of a process starts the forkserver; later ones find it running and fork as it is.
+# 1.97 instead of 2.70 s from a CLI-like process (benchmarks/dask_boot.py, medians). Only the
+# first cluster of a process starts the forkserver; later ones find it running and fork as
+# it is.
 START_METHOD = {"distributed.worker.multiprocessing-method": "forkserver"}
 NANNY_ENV = {"distributed.nanny.pre-spawn-environ": {
     "OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1}}
