@@ -87,7 +87,7 @@ def test_several_workers_get_the_last_shards_in_parts(tmp_path, store80, corpus)
     only the part of a missing wav, and that part writes the same samples as the whole-shard
     run did. A crashed part names its shard and buckets in the failures."""
     from pipeline.parallel import TaskResult
-    from pipeline.phase.stage import PhaseJob, part_items, phase_shard, plan_tasks
+    from pipeline.phase.stage import PhaseJob, _task_label, part_items, phase_shard, plan_tasks
     from pipeline.results import StageResult
 
     store, out = Store(store80), tmp_path / "w"
@@ -104,7 +104,7 @@ def test_several_workers_get_the_last_shards_in_parts(tmp_path, store80, corpus)
     longest = max(u.duration for u in corpus)
     for (key, _), (after, _) in zip(parts[1:], parts[2:]):
         if key[0] == after[0]:               # not its shard's last part: ~3 s
-            secs = sum(by_id[it["id"]].duration for it in part_items(store, key, 256))
+            secs = sum(by_id[it["id"]].duration for it in part_items(store, key, job.batch_frames))
             assert 3.0 <= secs < 3.0 + longest, (key, secs)
     assert len(parts) == 8 > len(whole)
 
@@ -113,16 +113,20 @@ def test_several_workers_get_the_last_shards_in_parts(tmp_path, store80, corpus)
     before = load(out / f"{victim}.wav", 16000)
     (out / f"{victim}.wav").unlink()
     todo = plan_tasks(store, job, 2, part_seconds=3.0)
-    assert len(todo) == 1 and victim in [it["id"] for it in part_items(store, todo[0][0], 256)]
+    assert len(todo) == 1 and victim in [it["id"] for it in part_items(store, todo[0][0],
+                                                                         job.batch_frames)]
     assert phase_shard(*todo[0][1])["n"] == 1
     np.testing.assert_array_equal(load(out / f"{victim}.wav", 16000), before)
 
-    key = parts[1][0]
+    key = parts[1][0]                        # the stage's own failure labels
     crashed = StageResult(out).absorb([TaskResult(key, error="boom")],
-                                      lambda k: part_items(store, k, 256), "phase",
-                                      label=lambda k: f"shard {k[0]} (part)")
-    assert {f.id for f in crashed} == {it["id"] for it in part_items(store, key, 256)}
-    assert all(f.reason == f"shard {key[0]} (part) failed: boom" for f in crashed)
+                                      lambda k: part_items(store, k, job.batch_frames), "phase",
+                                      label=_task_label)
+    assert {f.id for f in crashed} == {it["id"] for it in part_items(store, key,
+                                                                      job.batch_frames)}
+    (start, stop) = key[1]
+    assert all(f.reason == f"shard {key[0]} (buckets {start}-{stop - 1}) failed: boom"
+               for f in crashed)
 
 
 def test_phase_without_mag_says_run_invert(tmp_path, store80):

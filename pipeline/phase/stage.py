@@ -75,10 +75,12 @@ class PhaseJob:
     extra: dict = field(default_factory=dict)   # algorithm options (momentum, weights, ...)
 
 
-def shard_buckets(entries: list, batch_frames: int) -> list[list[int]]:
-    """A shard's batches (indices into ``entries``): a function of the shard alone, so a
-    resumed or differently split run batches every utterance as an uninterrupted one does."""
-    return buckets([e.n_frames for e in entries], batch_frames)
+def shard_buckets(entries: list, batch_frames: int, part: Part = None) -> list[list[int]]:
+    """A shard's batches (indices into ``entries``), all or the range ``part`` of them: a
+    function of the shard alone, so a resumed or differently split run batches every
+    utterance as an uninterrupted one does."""
+    groups = buckets([e.n_frames for e in entries], batch_frames)
+    return groups if part is None else groups[part[0]:part[1]]
 
 
 def phase_shard(job: PhaseJob, name: str, part: Part = None) -> dict:
@@ -91,9 +93,7 @@ def phase_shard(job: PhaseJob, name: str, part: Part = None) -> dict:
     cfg = store.config
     out = Path(job.out_dir)
     entries = store.entries(name)
-    groups = shard_buckets(entries, batch_frames)
-    if part is not None:
-        groups = groups[part[0]:part[1]]
+    groups = shard_buckets(entries, batch_frames, part)
     mine = [entries[i] for g in groups for i in g]
     if all(wav_path(out, e.id).exists() for e in mine):
         return {"n": 0, "seconds": 0.0, "failures": []}
@@ -135,6 +135,7 @@ def plan_tasks(store: Store, job: PhaseJob, workers: int,
     out = Path(job.out_dir)
     names = store.shard_names()
     split_from = len(names) - 2 * workers if workers > 1 else len(names)
+    part_samples = part_seconds * store.config.sample_rate
     tasks = []
     for k, name in enumerate(names):
         entries = store.entries(name)
@@ -145,7 +146,7 @@ def plan_tasks(store: Store, job: PhaseJob, workers: int,
             parts, start, acc = [], 0, 0
             for b, g in enumerate(groups):
                 acc += sum(entries[i].n_samples for i in g)
-                if acc >= part_seconds * store.config.sample_rate or b == len(groups) - 1:
+                if acc >= part_samples or b == len(groups) - 1:
                     parts.append(((start, b + 1), [i for gg in groups[start:b + 1] for i in gg]))
                     start, acc = b + 1, 0
         for part, idx in parts:
@@ -160,8 +161,7 @@ def part_items(store: Store, key: tuple[str, Part], batch_frames: int) -> list[d
     items = store_items(store, name)
     if part is None:
         return items
-    groups = shard_buckets(store.entries(name), batch_frames)[part[0]:part[1]]
-    return [items[i] for g in groups for i in g]
+    return [items[i] for g in shard_buckets(store.entries(name), batch_frames, part) for i in g]
 
 
 def _task_label(key: tuple[str, Part]) -> str:
