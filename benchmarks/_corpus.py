@@ -40,7 +40,7 @@ def run_planned(client, job, workers: int) -> None:
     ``client``, submitted in the stage's order; waits, checks."""
     from pipeline.phase.stage import plan_tasks
     from pipeline.store import Store
-    _submit(client, plan_tasks(Store(job.store_path), job, workers))
+    _submit(client, plan_tasks(Store(job.store_path), job, workers)[0])
 
 
 def _submit(client, tasks) -> None:

@@ -11,7 +11,7 @@ import contextlib
 import os
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
@@ -192,15 +192,17 @@ def make_client(workers: int = 1, cluster: str = "local", profile: str | None = 
 
 def run_tasks(fn: Callable, tasks: Sequence[tuple[Any, tuple]], *, workers: int = 1,
               cluster: str = "local", profile: str | None = None, desc: str = "working",
-              progress: bool = True, on_result: Callable[[TaskResult], None] | None = None
-              ) -> list[TaskResult]:
+              progress: bool = True, on_result: Callable[[TaskResult], None] | None = None,
+              sizes: Mapping[Any, int] | None = None) -> list[TaskResult]:
     """Run ``fn(*args)`` for each ``(key, args)``; exceptions become ``TaskResult.error``.
 
     Results are returned in completion order and also passed to ``on_result`` as they arrive.
+    The progress bar counts tasks, or ``sizes[key]`` units (utterances, say) per task.
     """
     results: list[TaskResult] = []
+    size = (lambda key: sizes.get(key, 1)) if sizes is not None else (lambda key: 1)
     with progress_bar(disable=not progress) as bar:
-        tid = bar.add_task(desc, total=len(tasks))
+        tid = bar.add_task(desc, total=sum(size(key) for key, _ in tasks))
         with make_client(workers, cluster, profile, preload=[fn.__module__]) as client:
             if client is None:
                 stream = (_guarded(fn, key, args) for key, args in tasks)
@@ -213,5 +215,5 @@ def run_tasks(fn: Callable, tasks: Sequence[tuple[Any, tuple]], *, workers: int 
                 results.append(res)
                 if on_result is not None:
                     on_result(res)
-                bar.advance(tid)
+                bar.advance(tid, size(res.key))
     return results

@@ -92,9 +92,10 @@ def test_several_workers_get_the_last_shards_in_parts(tmp_path, store80, corpus)
 
     store, out = Store(store80), tmp_path / "w"
     job = PhaseJob(str(store80), str(out), "fgla", 20, source="true", threads=1)
-    whole = plan_tasks(store, job, 1)
+    whole, counts = plan_tasks(store, job, 1)
     assert [k for k, _ in whole] == [(n, None) for n in store.shard_names()]
-    parts = plan_tasks(store, job, 2, part_seconds=3.0)   # this corpus' shards are ~12 s
+    assert sum(counts.values()) == len(corpus)           # the progress bar's total: utterances
+    parts, _ = plan_tasks(store, job, 2, part_seconds=3.0)   # this corpus' shards are ~12 s
     names = store.shard_names()
     assert len(names) == 5 and parts[0][0] == (names[0], None)
     assert {n for (n, p), _ in parts[1:]} == set(names[1:]) and all(p for (_, p), _ in parts[1:])
@@ -112,7 +113,8 @@ def test_several_workers_get_the_last_shards_in_parts(tmp_path, store80, corpus)
     victim = corpus[5].id
     before = load(out / f"{victim}.wav", 16000)
     (out / f"{victim}.wav").unlink()
-    todo = plan_tasks(store, job, 2, part_seconds=3.0)
+    todo, counts = plan_tasks(store, job, 2, part_seconds=3.0)
+    assert counts == {todo[0][0]: 1}
     assert len(todo) == 1 and victim in [it["id"] for it in part_items(store, todo[0][0],
                                                                          job.batch_frames)]
     assert phase_shard(*todo[0][1])["n"] == 1

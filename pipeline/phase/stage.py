@@ -125,18 +125,19 @@ def phase_shard(job: PhaseJob, name: str, part: Part = None) -> dict:
     return {"n": done, "seconds": secs, "failures": failures}
 
 
-def plan_tasks(store: Store, job: PhaseJob, workers: int,
-               part_seconds: float = TAIL_PART_SECONDS) -> list[tuple[tuple[str, Part], tuple]]:
+def plan_tasks(store: Store, job: PhaseJob, workers: int, part_seconds: float = TAIL_PART_SECONDS
+               ) -> tuple[list[tuple[tuple[str, Part], tuple]], dict[tuple[str, Part], int]]:
     """The tasks of a run, ``((shard, part), (job, shard, part))``, in submission order
     (dask starts them in that order): whole shards, then the last ``2 x workers`` shards cut
     into parts of about ``part_seconds`` of audio. A lone worker gets whole shards; with
     several, whole shards only would leave one worker idle while another finishes the last
-    shard (2 workers on 3 shards: at most 1.5x). Tasks whose wavs all exist are left out."""
+    shard (2 workers on 3 shards: at most 1.5x). Tasks whose wavs all exist are left out.
+    Also returns each task's number of missing wavs (the progress bar counts utterances)."""
     out = Path(job.out_dir)
     names = store.shard_names()
     split_from = len(names) - 2 * workers if workers > 1 else len(names)
     part_samples = part_seconds * store.config.sample_rate
-    tasks = []
+    tasks, todo = [], {}
     for k, name in enumerate(names):
         entries = store.entries(name)
         groups = shard_buckets(entries, job.batch_frames)
@@ -150,9 +151,11 @@ def plan_tasks(store: Store, job: PhaseJob, workers: int,
                     parts.append(((start, b + 1), [i for gg in groups[start:b + 1] for i in gg]))
                     start, acc = b + 1, 0
         for part, idx in parts:
-            if any(not wav_path(out, entries[i].id).exists() for i in idx):
+            missing = sum(not wav_path(out, entries[i].id).exists() for i in idx)
+            if missing:
                 tasks.append(((name, part), (job, name, part)))
-    return tasks
+                todo[(name, part)] = missing
+    return tasks, todo
 
 
 def part_items(store: Store, key: tuple[str, Part], batch_frames: int) -> list[dict]:
@@ -224,11 +227,12 @@ def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *, n_
     threads = threads or threads_per_worker(workers, cluster, profile)
     job = PhaseJob(str(store_path), str(out), algo, n_iter, source, init, device, batch_frames,
                    threads, seed, extra)
-    tasks = plan_tasks(store, job, workers)
+    tasks, todo = plan_tasks(store, job, workers)
     started = {name for (name, _), _ in tasks}
     res = StageResult(store=out, skipped_shards=len(store.shard_names()) - len(started))
     results = run_tasks(phase_shard, tasks, workers=workers, cluster=cluster, profile=profile,
-                        desc=f"phase ({algo}, {n_iter} it)", progress=progress)
+                        desc=f"phase ({algo}, {n_iter} it), utterances", progress=progress,
+                        sizes=todo)
     res.failures = res.absorb(results, lambda key: part_items(store, key, batch_frames), "phase",
                               label=_task_label)
     res.failures += [f for r in results if not r.error for f in r.value["failures"]]
