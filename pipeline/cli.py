@@ -37,7 +37,8 @@ def _fail(msg: str, code: int = 2) -> None:
 
 def _report(res, what: str) -> None:
     rate = f", {res.audio_seconds / res.seconds:.1f}x real time" if res.audio_seconds and res.seconds else ""
-    console.print(f"[green]{what}[/]: {res.done} utterances in {res.seconds:.1f} s{rate}; "
+    console.print(f"[green]{what}[/]: {res.done} utterance{'' if res.done == 1 else 's'} in "
+                  f"{res.seconds:.1f} s{rate}; "
                   f"{res.skipped_shards} shard(s) already complete -> {res.store}")
     if res.failures:
         console.print(f"[bold red]{len(res.failures)} item(s) failed[/], listed in {res.failures_csv}:")

@@ -108,7 +108,7 @@ def phase_shard(job: PhaseJob, name: str, part: Part = None) -> dict:
                                     "has NaN/Inf or negative values; re-run `pipeline invert`"))
             bad.add(e.id)
     dev = resolve_device(job.device)
-    done = 0
+    done, samples = 0, 0
     for group in groups:
         items = [entries[i] for i in group if entries[i].id not in bad]
         if all(wav_path(out, e.id).exists() for e in items):
@@ -120,9 +120,8 @@ def phase_shard(job: PhaseJob, name: str, part: Part = None) -> dict:
         for e, y in zip(items, waves):
             if not wav_path(out, e.id).exists():
                 write_wav(wav_path(out, e.id), y, cfg.sample_rate)
-                done += 1
-    secs = sum(e.n_samples for e in mine if e.id not in bad) / cfg.sample_rate
-    return {"n": done, "seconds": secs, "failures": failures}
+                done, samples = done + 1, samples + e.n_samples
+    return {"n": done, "seconds": samples / cfg.sample_rate, "failures": failures}
 
 
 def plan_tasks(store: Store, job: PhaseJob, workers: int, part_seconds: float = TAIL_PART_SECONDS
