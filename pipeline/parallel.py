@@ -200,9 +200,9 @@ def run_tasks(fn: Callable, tasks: Sequence[tuple[Any, tuple]], *, workers: int 
     The progress bar counts tasks, or ``sizes[key]`` units (utterances, say) per task.
     """
     results: list[TaskResult] = []
-    size = (lambda key: sizes.get(key, 1)) if sizes is not None else (lambda key: 1)
+    sizes = sizes or {}
     with progress_bar(disable=not progress) as bar:
-        tid = bar.add_task(desc, total=sum(size(key) for key, _ in tasks))
+        tid = bar.add_task(desc, total=sum(sizes.get(key, 1) for key, _ in tasks))
         with make_client(workers, cluster, profile, preload=[fn.__module__]) as client:
             if client is None:
                 stream = (_guarded(fn, key, args) for key, args in tasks)
@@ -215,5 +215,5 @@ def run_tasks(fn: Callable, tasks: Sequence[tuple[Any, tuple]], *, workers: int 
                 results.append(res)
                 if on_result is not None:
                     on_result(res)
-                bar.advance(tid, size(res.key))
+                bar.advance(tid, sizes.get(res.key, 1))
     return results
