@@ -25,7 +25,8 @@ POCKETSPHINX_RAW = ("goforward.raw", "numbers.raw", "something.raw", "tidigits/d
 ASTERISK_DIR = Path("/usr/share/asterisk/sounds")
 KDE_DIRS = {"klettres": (Path("/usr/share/klettres"), "klettres-data"),
             "ktuberling": (Path("/usr/share/ktuberling/sounds"), "ktuberling-data")}
-ASTERISK_VOICES = {"en": "en_US_f_Allison", "fr": "fr_CA_f_June", "es": "es_MX_f_Allison"}
+ASTERISK_VOICES = {"en": "en_US_f_Allison", "fr": "fr_CA_f_June", "es": "es_MX_f_Allison",
+                   "ru": "ru_RU_f_IvrvoiceRU"}
 
 
 class ManifestError(ValueError):

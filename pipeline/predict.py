@@ -19,7 +19,7 @@ from .plots import spectrogram_pair
 
 def predict(audio: str | Path, out: str | Path, cfg: AudioConfig, *, method: str = "model",
             weights: str | None = None, algo: str = "fgla", n_iter: int = 100,
-            device: str = "auto") -> dict:
+            device: str = "auto", project: str = "auto") -> dict:
     """Reconstruct ``audio`` from its mel; writes ``<stem>.wav``, ``.png`` and ``.json`` in ``out``."""
     audio, out = Path(audio), Path(out)
     dev = resolve_device(device)
@@ -31,13 +31,14 @@ def predict(audio: str | Path, out: str | Path, cfg: AudioConfig, *, method: str
         from .weights import load_invert_model
         model = load_invert_model(weights, cfg, dev)
     mag = invert_frames([mel], cfg, method, model=model, device=dev)
-    rec = reconstruct(mag, [len(y)], cfg, algo, n_iter=n_iter, device=dev)[0]
+    rec = reconstruct(mag, [len(y)], cfg, algo, n_iter=n_iter, device=dev, project=project,
+                      mels=[mel])[0]
     stem = out / audio.stem
     write_wav(stem.with_suffix(".wav"), rec, cfg.sample_rate)
     spectrogram_pair(y, rec, cfg.sample_rate, stem.with_suffix(".png"),
-                     f"{audio.name}: {method} + {algo} {n_iter}")
+                     f"{audio.name}: {method} + {algo} {n_iter} ({project})")
     scores: dict = {"input": str(audio), "output": str(stem.with_suffix(".wav")), "config": cfg.name,
-                    "method": method, "algo": algo, "iters": n_iter}
+                    "method": method, "algo": algo, "iters": n_iter, "project": project}
     for name, fn in (("pesq_wb", pesq_wb), ("stoi", stoi)):
         try:
             scores[name] = round(fn(reference=y, estimate=rec, sample_rate=cfg.sample_rate), 4)

@@ -143,7 +143,7 @@ def find_mels(src: str | Path) -> tuple[list[tuple[str, Path]], Path]:
 
 def vocode_files(items: list[tuple[str, str]], out_dir: str, cfg_dict: dict, method: str,
                  weights: str | None, algo: str, n_iter: int, device: str, threads: int,
-                 batch_frames: int | None) -> dict:
+                 batch_frames: int | None, project: str = "auto") -> dict:
     """Worker task: check, invert, reconstruct and round-trip a list of (id, path)."""
     from .invert.stage import invert_frames
     from .phase.stage import reconstruct
@@ -167,7 +167,8 @@ def vocode_files(items: list[tuple[str, str]], out_dir: str, cfg_dict: dict, met
     sizes = {"batch_frames": batch_frames} if batch_frames else {}   # else each stage's default
     mags = invert_frames(mels, cfg, method, model=model, device=dev, **sizes)
     lengths = [n_samples_for(m.shape[0], cfg) for m in mels]
-    waves = reconstruct(mags, lengths, cfg, algo, n_iter=n_iter, device=dev, **sizes)
+    waves = reconstruct(mags, lengths, cfg, algo, n_iter=n_iter, device=dev, project=project,
+                        mels=mels, **sizes)
     for (uid, path), mel, y in zip(ids, mels, waves):
         write_wav(Path(out_dir) / f"{uid}.wav", y, cfg.sample_rate)
         with torch.inference_mode():
@@ -182,9 +183,17 @@ def vocode_files(items: list[tuple[str, str]], out_dir: str, cfg_dict: dict, met
 def vocode(src: str | Path, out: str | Path, cfg: AudioConfig, *, method: str = "model",
            weights: str | None = None, algo: str = "fgla", n_iter: int = 100,
            device: str = "auto", workers: int = 1, files_per_task: int = 16,
-           batch_frames: int | None = None, progress: bool = True) -> VocodeResult:
-    """Vocode every mel under ``src`` into ``out/<id>.wav``; existing wavs are kept (resume)."""
+           batch_frames: int | None = None, progress: bool = True, project: str = "auto"
+           ) -> VocodeResult:
+    """Vocode every mel under ``src`` into ``out/<id>.wav``; existing wavs are kept (resume).
+
+    ``project="mel"``: the phase iterations refine the inverted magnitude within the input
+    mel (joint mel inversion); ``"mag"`` holds it fixed; ``"auto"``: ``mel`` for frames that
+    overlap by >= 75 % (:func:`pipeline.phase.stage.resolve_project`)."""
+    from .phase.stage import check_route
+
     t0 = time.perf_counter()
+    check_route(algo, project, cfg)
     items, _ = find_mels(src)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -197,7 +206,8 @@ def vocode(src: str | Path, out: str | Path, cfg: AudioConfig, *, method: str = 
     workers = workers_for(device, workers)
     threads = threads_per_worker(workers)
     tasks = [(k, (todo[k:k + files_per_task], str(out), cfg.to_dict(), method, weights, algo,
-                  n_iter, device, threads, batch_frames)) for k in range(0, len(todo), files_per_task)]
+                  n_iter, device, threads, batch_frames, project))
+             for k in range(0, len(todo), files_per_task)]
     rows = []
     for r in run_tasks(vocode_files, tasks, workers=workers, desc=f"vocode ({method}+{algo})",
                        progress=progress):

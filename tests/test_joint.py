@@ -1,0 +1,152 @@
+"""Joint mel inversion (phase iterations that refine the magnitude within the mel), real speech."""
+import numpy as np
+import pytest
+import torch
+
+from pipeline.audio import load
+from pipeline.config import load_config, preset_names
+from pipeline.invert.stage import invert_frames
+from pipeline.mel import compress, filterbank, ragged_batch, stft
+from pipeline.metrics import pesq_wb
+from pipeline.phase import phase, reconstruct
+from pipeline.phase.joint import MelTarget, project_mel
+from pipeline.specmetrics import spectral_convergence
+
+PRESETS = ["espnet-22k", "hifigan-22k", "librosa-22k", "mel250-16k", "mel80-16k", "torchaudio-16k"]
+
+
+def features(ys, cfg):
+    """True magnitudes and compressed mels ``[T, F]`` / ``[T, M]`` of each waveform."""
+    batch, n = ragged_batch(ys, cfg)
+    spec = stft(batch, cfg, padded=True).abs()
+    p = spec if cfg.power == 1 else spec ** 2
+    mel = compress(filterbank(cfg) @ p, cfg)
+    return ([spec[i, :, :k].T.contiguous().numpy() for i, k in enumerate(n)],
+            [mel[i, :, :k].T.contiguous().numpy() for i, k in enumerate(n)])
+
+
+@pytest.fixture(scope="module")
+def speech16(wav_corpus):
+    return [load(u.path, 16000) for u in wav_corpus[:3]]
+
+
+def test_presets_list_is_complete():
+    assert sorted(preset_names()) == PRESETS
+
+
+def test_projection_reaches_the_true_mel(speech16):
+    """The multiplicative steps converge to the mel they are given (here the true one, from
+    an NNLS start); silence at the clamp floor is only an upper bound and is not raised."""
+    cfg = load_config("mel80-16k")
+    mags, mels = features(speech16, cfg)
+    start = torch.from_numpy(invert_frames(mels, cfg, "nnls")[0])[None]
+    target = MelTarget.from_compressed(torch.from_numpy(mels[0])[None], cfg)
+    A = target.A
+
+    def mel_error(m):
+        return float((torch.matmul(m, A.T) - target.mel).abs().sum() / target.mel.sum())
+
+    errs = [mel_error(project_mel(start, target, "multiplicative", steps=k)) for k in (1, 3, 10)]
+    assert errs[0] > errs[1] > errs[2]
+    assert errs[2] < 0.02, errs
+    floor = torch.zeros_like(target.mel, dtype=torch.bool).fill_(True)
+    quiet = MelTarget(torch.full_like(target.mel, 1e-5), floor, A, 1.0)
+    low = torch.full_like(start, 1e-8)
+    torch.testing.assert_close(project_mel(low, quiet, "multiplicative"), low)   # kept, not raised
+
+
+def test_mel_projected_iterations_approach_the_true_magnitude(speech16):
+    """With the TRUE mel of real speech, the mel-projected iterations never end further from
+    the true magnitude than they started: spectral convergence of the output's STFT against
+    the true STFT magnitude is non-increasing over the run (within 0.01) and ends lower."""
+    cfg = load_config("mel80-16k")
+    mags, mels = features(speech16, cfg)
+    start = invert_frames(mels, cfg, "nnls")
+    lengths = [len(y) for y in speech16]
+    ref = torch.cat([torch.from_numpy(m) for m in mags])
+    sc = []
+    for n in (0, 25, 50, 100, 200):
+        ys = reconstruct(start, lengths, cfg, "fgla", n_iter=n, project="mel", mels=mels)
+        got, _ = features(ys, cfg)
+        sc.append(float(spectral_convergence(reference=ref[None],
+                                             estimate=torch.cat([torch.from_numpy(g) for g in got])[None])))
+    assert all(b <= a + 0.01 for a, b in zip(sc, sc[1:])), sc
+    assert sc[-1] < sc[0] - 0.1, sc      # measured 0.49 -> 0.28 on these three utterances
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_joint_follows_every_convention(preset, speech16):
+    """Per preset (its rate, scale, norm, power, log and clamp): from the NNLS magnitude, 100
+    mel-projected iterations end with an output whose mel is closer to the input mel than 100
+    FGLA iterations on the fixed magnitude, and (75 %-overlap presets, where ``auto`` picks
+    the joint route) with higher PESQ. Measured on these two utterances, fixed -> joint:
+    espnet-22k 3.50 -> 3.61, hifigan-22k 3.59 -> 3.87, librosa-22k 2.59 -> 3.36,
+    mel250-16k 4.02 -> 4.13, mel80-16k 2.93 -> 3.60; torchaudio-16k (50 % overlap)
+    2.55 -> 2.44, so ``auto`` keeps the magnitude fixed there."""
+    from pipeline.phase.stage import resolve_project
+
+    cfg = load_config(preset)
+    ys = [_resample(y, cfg.sample_rate) for y in speech16[:2]]
+    _, mels = features(ys, cfg)
+    start = invert_frames(mels, cfg, "nnls")
+    lengths = [len(y) for y in ys]
+    fixed = reconstruct(start, lengths, cfg, "fgla", n_iter=100, project="mag")
+    joint = reconstruct(start, lengths, cfg, "fgla", n_iter=100, project="mel", mels=mels)
+
+    def mel_dist(outs):
+        _, got = features(outs, cfg)
+        return np.mean([np.abs(g - m).mean() for g, m in zip(got, mels)])
+
+    def quality(outs):
+        return np.mean([pesq_wb(reference=y, estimate=o, sample_rate=cfg.sample_rate)
+                        for y, o in zip(ys, outs)])
+
+    assert mel_dist(joint) < mel_dist(fixed)
+    if resolve_project("auto", cfg) == "mel":
+        assert quality(joint) > quality(fixed) + 0.05, (quality(joint), quality(fixed))
+    else:
+        assert preset == "torchaudio-16k"
+
+
+def _resample(y, sr):
+    if sr == 16000:
+        return y
+    import soxr
+    return soxr.resample(y, 16000, sr).astype(np.float32)
+
+
+def test_admm_improves_on_its_start_and_refuses_power_mels(speech16):
+    cfg = load_config("mel80-16k")
+    _, mels = features(speech16[:2], cfg)
+    start = invert_frames(mels, cfg, "nnls")
+    lengths = [len(y) for y in speech16[:2]]
+    fixed = reconstruct(start, lengths, cfg, "fgla", n_iter=60)
+    admm = reconstruct(start, lengths, cfg, "admm", n_iter=60, mels=mels)
+    q = [np.mean([pesq_wb(reference=y, estimate=o, sample_rate=16000)
+                  for y, o in zip(speech16, outs)]) for outs in (fixed, admm)]
+    assert q[1] > q[0] + 0.1, q
+    with pytest.raises(ValueError, match="power mel"):
+        reconstruct(start, lengths, load_config("torchaudio-16k"), "admm", n_iter=1, mels=mels)
+    with pytest.raises(ValueError, match="degli holds the magnitude fixed"):
+        reconstruct(start, lengths, cfg, "degli", n_iter=1, project="mel", mels=mels)
+
+
+def test_phase_stage_projects_on_the_store_mel(tmp_path, store80, corpus):
+    """`phase --project mel` reads the store's mel beside the magnitudes, and scores above
+    the fixed-magnitude route on the same store (NNLS magnitudes)."""
+    import shutil
+
+    from pipeline.invert import invert
+    store = tmp_path / "s.zarr"
+    shutil.copytree(store80, store)
+    invert(store, "nnls", progress=False)
+    scores = {}
+    for project in ("mag", "mel"):
+        out = tmp_path / project
+        res = phase(store, out, "fgla", n_iter=40, project=project, progress=False)
+        assert res.ok and res.done == len(corpus)
+        wav = [u for u in corpus if u.path.endswith(".wav")][:4]
+        scores[project] = np.mean([pesq_wb(reference=load(u.path, 16000),
+                                           estimate=load(out / f"{u.id}.wav", 16000),
+                                           sample_rate=16000) for u in wav])
+    assert scores["mel"] > scores["mag"] + 0.1, scores
