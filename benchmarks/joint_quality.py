@@ -6,7 +6,13 @@ manifest (default: the test corpus), at the iteration counts of --iters. Batches
 stage does (length buckets of 256 frames, one thread per... whatever torch has).
 
     .venv/bin/python benchmarks/joint_quality.py --config mel80-16k --iters 25 50 100 200 400
-    .venv/bin/python benchmarks/joint_quality.py --manifest data/asterisk-ru.jsonl --limit 30
+
+Held out of the learned inverter's training (asterisk en/fr/es, klettres/ktuberling): the
+Russian asterisk voice, 20 prompts of 1.5-8 s (58.4 s):
+
+    pipeline prepare asterisk --languages ru --out data/asterisk-ru
+    .venv/bin/python benchmarks/joint_quality.py --manifest data/asterisk-ru/asterisk-train.jsonl \
+        --every 12 --min-dur 1.5 --max-dur 8 --limit 20
 """
 from __future__ import annotations
 
@@ -61,7 +67,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--manifest", default=str(REPO / "manifests" / "pocketsphinx.jsonl"))
     ap.add_argument("--config", default="mel80-16k")
-    ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--limit", type=int, default=0, help="at most this many utterances")
+    ap.add_argument("--every", type=int, default=1, help="every k-th utterance (sorted by id)")
+    ap.add_argument("--min-dur", type=float, default=0.0)
+    ap.add_argument("--max-dur", type=float, default=1e9)
     ap.add_argument("--inits", nargs="+", default=["pinv", "nnls", "model"])
     ap.add_argument("--routes", nargs="+", default=["fixed", "affine", "multiplicative", "admm"])
     ap.add_argument("--iters", nargs="+", type=int, default=[25, 50, 100, 200, 400])
@@ -74,6 +83,9 @@ def main():
     torch.set_num_threads(a.threads)
     cfg = load_config(a.config)
     utts = read_manifest(a.manifest)
+    if a.every > 1 or a.min_dur > 0 or a.max_dur < 1e9:
+        utts = sorted((u for u in utts if a.min_dur <= u.duration <= a.max_dur),
+                      key=lambda u: u.id)[::a.every]
     if a.limit:
         utts = utts[:a.limit]
     ys, true, mels = features(utts, cfg)

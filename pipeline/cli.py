@@ -231,7 +231,15 @@ def score(
                                        "omit for non-intrusive metrics only (DNSMOS)."),
     metrics: Optional[str] = typer.Option(None, help="Comma-separated; default: pesq_wb, stoi, "
                                           "estoi, si_sdr, spectral_convergence, lsd, mcd "
-                                          "(dnsmos_ovrl without --ref). Also pesq_nb, dnsmos_sig, dnsmos_bak."),
+                                          "(dnsmos_ovrl without --ref). Also pesq_nb, lsd_db, "
+                                          "mcd_plain, dnsmos_sig, dnsmos_bak. lsd: NU-Wave's "
+                                          "definition (STFT 2048/512, log10 power clamped at "
+                                          "1e-8; log10 units, 1/10 of dB). mcd: ESPnet's recipe "
+                                          "(pysptk mel-cepstra c0..c23, alpha 0.42 at 16 kHz, "
+                                          "c0..c34 at 22.05/24 kHz; fastdtw alignment), dB; "
+                                          "mcd_plain without alignment. With references at "
+                                          "another rate, every metric is computed at the lower "
+                                          "of the two rates."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker processes."),
     cluster: Cluster = typer.Option(Cluster.local, help="local processes or a SLURM cluster."),
     profile: Optional[str] = typer.Option(None, help="Cluster profile (configs/cluster-*.toml)."),

@@ -6,6 +6,11 @@ keyword-only so that reference and estimate cannot be swapped by position.
 """
 from __future__ import annotations
 
+import faulthandler
+import hashlib
+import os
+import pickle
+import signal
 from typing import Callable
 
 import numpy as np
@@ -37,9 +42,56 @@ def _to_rate(y: np.ndarray, sr: int, target: int) -> np.ndarray:
     return librosa.resample(y, orig_sr=sr, target_sr=target, res_type="soxr_hq")
 
 
-def _pesq(reference, estimate, sample_rate, mode):
+def _pesq_call(rate: int, ref: np.ndarray, est: np.ndarray, mode: str) -> tuple[str, object]:
+    """The pesq library's call, its known failures as ``("err", reason)``."""
     from pesq import NoUtterancesError, PesqError, pesq
 
+    try:
+        return "ok", float(pesq(rate, ref, est, mode))
+    except NoUtterancesError:
+        return "err", "PESQ found no utterances (silent or near-silent signal)"
+    except PesqError as exc:
+        return "err", f"PESQ error: {type(exc).__name__}: {exc}"
+
+
+def isolated(fn: Callable, *args) -> object:
+    """``fn(*args)`` in a forked child, so that a crash of C code (the pesq library segfaults
+    on some long recordings, depending on their content) costs this item, not the run.
+    Returns what ``fn`` returns (picklable); a child killed by a signal raises
+    :class:`MetricError` naming it. Where ``os.fork`` is missing, runs in this process."""
+    if not hasattr(os, "fork"):
+        return fn(*args)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                    # child: compute, send, leave at once
+        try:
+            os.close(r)
+            faulthandler.disable()              # a crash is reported by the parent, once
+            try:
+                out = pickle.dumps(("value", fn(*args)))
+            except BaseException as exc:        # reported to the parent, which re-raises
+                out = pickle.dumps(("raise", f"{type(exc).__name__}: {exc}"))
+            with os.fdopen(w, "wb") as fh:
+                fh.write(out)
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as fh:
+        data = fh.read()
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        name = signal.Signals(os.WTERMSIG(status)).name
+        raise MetricError(f"the library crashed ({name}) on this item; the item is skipped, "
+                          "the other items are scored")
+    if not data:
+        raise MetricError(f"the metric's child process exited with status {status} and no result")
+    kind, payload = pickle.loads(data)
+    if kind == "raise":
+        raise MetricError(f"metric failed: {payload}")
+    return payload
+
+
+def _pesq(reference, estimate, sample_rate, mode):
     rate = PESQ_RATE if mode == "wb" or sample_rate >= PESQ_RATE else 8000
     ref, est = _to_rate(reference, sample_rate, rate), _to_rate(estimate, sample_rate, rate)
     if len(ref) < rate // 4:
@@ -48,11 +100,12 @@ def _pesq(reference, estimate, sample_rate, mode):
         if not np.any(y):   # pesq's C core raises "cannot convert float NaN" on all zeros
             raise MetricError(f"{name} is silent (all zeros): PESQ undefined")
     try:
-        return float(pesq(rate, ref, est, mode))
-    except NoUtterancesError:
-        raise MetricError("PESQ found no utterances (silent or near-silent signal)") from None
-    except PesqError as exc:
-        raise MetricError(f"PESQ error: {type(exc).__name__}: {exc}") from None
+        kind, value = isolated(_pesq_call, rate, ref, est, mode)
+    except MetricError as exc:
+        raise MetricError(f"PESQ: {exc}") from None
+    if kind == "err":
+        raise MetricError(str(value))
+    return value
 
 
 @register("pesq_wb")
@@ -118,6 +171,12 @@ def _mags(reference, estimate, sample_rate, n_fft=None):
     return m[0], m[1], cfg
 
 
+UNITS = {"pesq_wb": "MOS-LQO", "pesq_nb": "MOS-LQO", "stoi": "0-1", "estoi": "0-1",
+         "si_sdr": "dB", "spectral_convergence": "ratio", "lsd": "log10 power (NU-Wave)",
+         "lsd_db": "dB", "mcd": "dB (ESPnet, DTW)", "mcd_plain": "dB (ESPnet, no DTW)",
+         "dnsmos_ovrl": "MOS", "dnsmos_sig": "MOS", "dnsmos_bak": "MOS"}
+
+
 @register("spectral_convergence")
 def spectral_convergence(*, reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> float:
     """||S_ref - S_est||_F / ||S_ref||_F of STFT magnitudes (lower is better)."""
@@ -128,36 +187,104 @@ def spectral_convergence(*, reference: np.ndarray, estimate: np.ndarray, sample_
     return float(np.linalg.norm(r - e) / denom)
 
 
+def _power_spectrogram(y: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+    """``|STFT|^2`` ``[F, T]``: Hann window of ``n_fft``, centred frames, reflect padding
+    (torch.stft's defaults, as NU-Wave computes it)."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
+    spec = torch.stft(x, n_fft, hop_length=hop, window=torch.hann_window(n_fft), center=True,
+                      pad_mode="reflect", return_complex=True)
+    return spec.abs().pow(2).numpy()
+
+
 @register("lsd")
 def log_spectral_distance(*, reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> float:
-    """Log-spectral distance in dB: mean over frames of RMS over bins of 10 log10(P_ref/P_est)."""
+    """Log-spectral distance as the super-resolution papers quote it (NU-Wave, AudioSR): STFT
+    2048/512 (Hann, centred), ``log10`` of the power clamped at 1e-8, RMS over bins, mean over
+    frames. In log10 units: 1/10 of the dB figure (``lsd_db``)."""
+    if len(reference) < 2048 // 2 + 1:
+        raise MetricError(f"too short for LSD ({len(reference)} samples < 1025)")
+    r = np.log10(np.maximum(_power_spectrogram(reference, 2048, 512), 1e-8))
+    e = np.log10(np.maximum(_power_spectrogram(estimate, 2048, 512), 1e-8))
+    return float(np.mean(np.sqrt(np.mean((r - e) ** 2, axis=0))))
+
+
+@register("lsd_db")
+def log_spectral_distance_db(*, reference: np.ndarray, estimate: np.ndarray, sample_rate: int
+                             ) -> float:
+    """Log-spectral distance in dB: mean over frames of RMS over bins of 10 log10(P_ref/P_est),
+    powers floored at 1e-10 (STFT 512/128 at 16 kHz, 1024/256 above)."""
     r, e, _ = _mags(reference, estimate, sample_rate)
     d = 10 * (np.log10(np.maximum(r ** 2, 1e-10)) - np.log10(np.maximum(e ** 2, 1e-10)))
     return float(np.mean(np.sqrt(np.mean(d ** 2, axis=0))))
 
 
+# ESPnet's mel-cepstrum settings per sample rate (egs2 pyscripts/utils/evaluate_mcd.py):
+# (order, all-pass alpha)
+MCEP_PARAMS = {16000: (23, 0.42), 22050: (34, 0.45), 24000: (34, 0.46), 44100: (39, 0.53),
+               48000: (39, 0.55)}
+MCD_N_FFT, MCD_SHIFT = 1024, 256
+
+
+def mel_cepstra(y: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Mel-cepstra ``[T, order + 1]`` (c0..c_order) of ESPnet's MCD recipe: the waveform
+    scaled to int16 range, Hamming frames of 1024 every 256 samples (no padding), ``pysptk.mcep``
+    with eps 1e-6, etype 1 and the order and alpha of :data:`MCEP_PARAMS`."""
+    try:
+        import pysptk
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise MetricError(f"MCD needs pysptk ({exc}); pip install pysptk") from None
+    if sample_rate not in MCEP_PARAMS:
+        raise MetricError(f"MCD (ESPnet recipe) is defined for {sorted(MCEP_PARAMS)} Hz, "
+                          f"not {sample_rate}")
+    order, alpha = MCEP_PARAMS[sample_rate]
+    x = np.asarray(y, dtype=np.float64) * 32768.0
+    n = (len(x) - MCD_N_FFT) // MCD_SHIFT + 1
+    if n < 1:
+        raise MetricError(f"too short for MCD ({len(x)} samples < {MCD_N_FFT})")
+    frames = np.lib.stride_tricks.sliding_window_view(x, MCD_N_FFT)[::MCD_SHIFT][:n]
+    frames = frames * pysptk.sptk.hamming(MCD_N_FFT)
+    return np.stack([pysptk.mcep(f, order, alpha, eps=1e-6, etype=1) for f in frames])
+
+
+def _mcd(reference, estimate, sample_rate, dtw):
+    ref, est = mel_cepstra(reference, sample_rate), mel_cepstra(estimate, sample_rate)
+    if dtw:
+        from fastdtw import fastdtw
+        from scipy.spatial.distance import euclidean
+
+        _, path = fastdtw(est, ref, dist=euclidean)
+        i, j = np.array(path).T
+        est, ref = est[i], ref[j]
+    else:
+        n = min(len(ref), len(est))
+        est, ref = est[:n], ref[:n]
+    return float(np.mean(10.0 / np.log(10.0) * np.sqrt(2.0 * np.sum((est - ref) ** 2, axis=1))))
+
+
 @register("mcd")
-def mel_cepstral_distortion(*, reference: np.ndarray, estimate: np.ndarray, sample_rate: int,
-                            n_mfcc: int = 13) -> float:
-    """Mel-cepstral distortion in dB over MFCCs 1..n_mfcc-1 (c0, the energy, excluded):
-    (10/ln 10) * sqrt(2 * sum_k (c_k - c'_k)^2), averaged over frames. MFCCs from a 40-band
-    log-power mel (DCT-II, ortho), frame by frame (equal lengths, no time warping)."""
-    import scipy.fft
+def mel_cepstral_distortion(*, reference: np.ndarray, estimate: np.ndarray, sample_rate: int
+                            ) -> float:
+    """Mel-cepstral distortion in dB as ESPnet computes it (egs2 ``evaluate_mcd.py``):
+    :func:`mel_cepstra` of both, aligned by fastdtw (Euclidean), then
+    ``10/ln(10) * sqrt(2 * sum_k (c_k - c'_k)^2)`` over c0..c_order, averaged over the path."""
+    return _mcd(reference, estimate, sample_rate, dtw=True)
 
-    from .mel import _filterbank_np
 
-    r, e, cfg = _mags(reference, estimate, sample_rate)
-    fb = _filterbank_np(cfg)
-    cr = scipy.fft.dct(np.log(np.maximum(fb @ r ** 2, 1e-10)), axis=0, norm="ortho")[1:n_mfcc]
-    ce = scipy.fft.dct(np.log(np.maximum(fb @ e ** 2, 1e-10)), axis=0, norm="ortho")[1:n_mfcc]
-    return float(np.mean(10 / np.log(10) * np.sqrt(2 * np.sum((cr - ce) ** 2, axis=0))))
+@register("mcd_plain")
+def mel_cepstral_distortion_plain(*, reference: np.ndarray, estimate: np.ndarray,
+                                  sample_rate: int) -> float:
+    """:func:`mel_cepstral_distortion` frame by frame, without time warping."""
+    return _mcd(reference, estimate, sample_rate, dtw=False)
 
 
 _DNSMOS_CACHE: dict = {}
 
 
 def _dnsmos(estimate: np.ndarray, sample_rate: int) -> dict:
-    key = (id(estimate), len(estimate))
+    # keyed by content: the three DNSMOS columns of one item share one model run
+    key = (hashlib.sha1(np.ascontiguousarray(estimate).tobytes()).hexdigest(), sample_rate)
     if key not in _DNSMOS_CACHE:
         try:
             from speechmos import dnsmos
@@ -191,3 +318,4 @@ def dnsmos_bak(*, estimate: np.ndarray, sample_rate: int, reference=None) -> flo
 
 
 DEFAULT_METRICS = ("pesq_wb", "stoi", "estoi", "si_sdr", "spectral_convergence", "lsd", "mcd")
+

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-LOWER_IS_BETTER = {"spectral_convergence", "lsd", "mcd"}
+LOWER_IS_BETTER = {"spectral_convergence", "lsd", "lsd_db", "mcd", "mcd_plain"}
 
 
 def _plt():

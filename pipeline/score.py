@@ -16,7 +16,7 @@ import numpy as np
 
 from .audio import AudioError, load
 from .manifest import scan_folder, utterance_id
-from .metrics import DEFAULT_METRICS, INTRUSIVE, METRICS, MetricError
+from .metrics import DEFAULT_METRICS, INTRUSIVE, METRICS, UNITS, MetricError
 from .parallel import run_tasks
 
 LENGTH_TOLERANCE_S = 0.05
@@ -73,7 +73,11 @@ def score_one(uid: str, ref_path: str | None, hyp_path: str | None, metrics: lis
         row["error"] = "missing hyp file: no reconstruction for this id"
         return row
     try:
-        sr = rate or _native_rate(ref_path or hyp_path)
+        # With a reference, score at the lower of the two native rates: spectral metrics
+        # (LSD, MCD, spectral convergence) never compare the empty band above a 16 kHz
+        # reference's Nyquist with a 22.05 kHz output's (PESQ/STOI resample anyway).
+        sr = (min(_native_rate(ref_path), _native_rate(hyp_path)) if ref_path else
+              rate or _native_rate(hyp_path))
         est = load(hyp_path, sr)
         refy = load(ref_path, sr) if ref_path else None
     except AudioError as exc:
@@ -120,7 +124,7 @@ def summarise(rows: list[dict], metrics: list[str]) -> list[dict]:
     for m in metrics:
         vals = np.array([r[m] for r in rows], dtype=float)
         ok = vals[np.isfinite(vals)]
-        out.append({"metric": m, "mean": float(ok.mean()) if ok.size else math.nan,
+        out.append({"metric": m, "unit": UNITS.get(m, ""), "mean": float(ok.mean()) if ok.size else math.nan,
                     "median": float(np.median(ok)) if ok.size else math.nan,
                     "std": float(ok.std()) if ok.size else math.nan,
                     "count": int(ok.size), "failures": int(len(vals) - ok.size)})
@@ -128,9 +132,10 @@ def summarise(rows: list[dict], metrics: list[str]) -> list[dict]:
 
 
 def markdown(summary: list[dict]) -> str:
-    lines = ["| metric | mean | median | std | count | failures |", "|---|---|---|---|---|---|"]
+    lines = ["| metric | unit | mean | median | std | count | failures |",
+             "|---|---|---|---|---|---|---|"]
     for s in summary:
-        lines.append(f"| {s['metric']} | {s['mean']:.4f} | {s['median']:.4f} | {s['std']:.4f} | "
+        lines.append(f"| {s['metric']} | {s['unit']} | {s['mean']:.4f} | {s['median']:.4f} | {s['std']:.4f} | "
                      f"{s['count']} | {s['failures']} |")
     return "\n".join(lines)
 
@@ -184,7 +189,8 @@ def score(hyp: str | Path, out: str | Path, ref: str | Path | None = None,
     summary = summarise(rows, metrics)
     _write_csv(out, rows, ["id", "ref", "hyp", "duration", *metrics, "error"])
     summary_csv = out.with_name(out.stem + ".summary.csv")
-    _write_csv(summary_csv, summary, ["metric", "mean", "median", "std", "count", "failures"])
+    _write_csv(summary_csv, summary, ["metric", "unit", "mean", "median", "std", "count",
+                                 "failures"])
     result = ScoreResult(rows, summary, out, summary_csv, markdown(summary))
     if plot:
         from .plots import score_plots

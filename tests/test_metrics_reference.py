@@ -1,0 +1,164 @@
+"""Each metric as the field defines it, checked against the reference recipes and libraries
+on real speech (the test corpus and its FGLA reconstructions)."""
+import math
+import os
+import signal
+
+import librosa
+import numpy as np
+import pysptk
+import pytest
+import soundfile as sf
+import torch
+from fastdtw import fastdtw
+from scipy.spatial.distance import euclidean
+
+from pipeline import metrics
+from pipeline.audio import load
+from pipeline.config import load_config
+from pipeline.mel import ragged_batch, stft
+from pipeline.phase import reconstruct
+from pipeline.score import score
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory, wav_corpus):
+    """(reference wav, reconstruction wav) paths: FGLA 16 iterations from the true magnitude,
+    written as 16-bit PCM like every output of the pipeline."""
+    root = tmp_path_factory.mktemp("metric-ref")
+    cfg = load_config("mel80-16k")
+    ys = [load(u.path, 16000) for u in wav_corpus[:3]]
+    batch, n = ragged_batch(ys, cfg)
+    mag = stft(batch, cfg, padded=True).abs().transpose(1, 2).numpy()
+    outs = reconstruct([mag[i, :k] for i, k in enumerate(n)], [len(y) for y in ys], cfg,
+                       "fgla", n_iter=16)
+    out = []
+    for i, (y, o) in enumerate(zip(ys, outs)):
+        ref, hyp = root / f"ref{i}.wav", root / f"hyp{i}.wav"
+        sf.write(ref, y, 16000, subtype="PCM_16")
+        sf.write(hyp, o, 16000, subtype="PCM_16")
+        out.append((ref, hyp))
+    return out
+
+
+def espnet_mcd(gen_path, gt_path):
+    """ESPnet egs2 ``pyscripts/utils/evaluate_mcd.py`` as that script runs it (defaults:
+    n_fft 1024, n_shift 256, mcep order/alpha by rate, int16 samples, no padding, fastdtw)."""
+    def extract(x, fs):
+        dim, alpha = {16000: (23, 0.42), 22050: (34, 0.45)}[fs]
+        n_frame = (len(x) - 1024) // 256 + 1
+        win = pysptk.sptk.hamming(1024)
+        return np.stack([pysptk.mcep(x[256 * i:256 * i + 1024] * win, dim, alpha, eps=1e-6,
+                                     etype=1) for i in range(n_frame)])
+    gen, fs = sf.read(gen_path, dtype="int16")
+    gt, _ = sf.read(gt_path, dtype="int16")
+    gen_m, gt_m = extract(gen.astype(np.float64), fs), extract(gt.astype(np.float64), fs)
+    _, path = fastdtw(gen_m, gt_m, dist=euclidean)
+    twf = np.array(path).T
+    diff2sum = np.sum((gen_m[twf[0]] - gt_m[twf[1]]) ** 2, 1)
+    return np.mean(10.0 / np.log(10.0) * np.sqrt(2 * diff2sum), 0)
+
+
+def nuwave_lsd(x, y):
+    """NU-Wave's LSD (log10 of the 2048/512 Hann STFT power clamped at 1e-8), via librosa."""
+    def logpow(z):
+        s = librosa.stft(z, n_fft=2048, hop_length=512, window="hann", center=True,
+                         pad_mode="reflect")
+        return np.log10(np.maximum(np.abs(s) ** 2, 1e-8))
+    return np.mean(np.sqrt(np.mean((logpow(x) - logpow(y)) ** 2, axis=0)))
+
+
+def test_mcd_is_espnets_recipe(pairs):
+    for ref, hyp in pairs:
+        want = espnet_mcd(hyp, ref)
+        got = metrics.mel_cepstral_distortion(reference=load(ref, 16000),
+                                              estimate=load(hyp, 16000), sample_rate=16000)
+        assert abs(got - want) < 1e-3, (got, want)
+        assert 0.5 < got < 5.0            # a 16-iteration FGLA: ~1.5-2.5 dB in ESPnet units
+        plain = metrics.mel_cepstral_distortion_plain(reference=load(ref, 16000),
+                                                      estimate=load(hyp, 16000), sample_rate=16000)
+        assert plain >= got - 1e-9        # the warping path can only lower the mean distance
+
+
+def test_lsd_is_nuwaves_definition(pairs):
+    for ref, hyp in pairs:
+        x, y = load(ref, 16000), load(hyp, 16000)
+        got = metrics.log_spectral_distance(reference=x, estimate=y, sample_rate=16000)
+        assert abs(got - nuwave_lsd(x, y)) < 1e-4
+        db = metrics.log_spectral_distance_db(reference=x, estimate=y, sample_rate=16000)
+        assert 3 < db / got < 30          # dB vs log10 units: different STFTs and floors
+
+
+def test_si_sdr_equals_torchmetrics(pairs):
+    from torchmetrics.functional.audio import scale_invariant_signal_distortion_ratio as tm
+    for ref, hyp in pairs:
+        x, y = load(ref, 16000), load(hyp, 16000)
+        want = float(tm(torch.from_numpy(y).double(), torch.from_numpy(x).double(), zero_mean=True))
+        assert metrics.si_sdr(reference=x, estimate=y, sample_rate=16000) == pytest.approx(want, abs=1e-6)
+
+
+def test_every_metric_states_its_unit():
+    assert set(metrics.METRICS) <= set(metrics.UNITS)
+
+
+def test_dnsmos_scores_each_signal_by_content(wav_corpus):
+    """Six different utterances get six scores, even when each array is freed before the
+    next is made (the old cache, keyed by id(array), gave them one score); the same content
+    in a new array gets the same score."""
+    vals = []
+    for u in wav_corpus[:6]:
+        y = load(u.path, 16000)
+        vals.append(metrics.dnsmos_ovrl(estimate=y, sample_rate=16000))
+        del y
+    assert len(set(vals)) == 6, vals
+    again = load(wav_corpus[0].path, 16000).copy()
+    assert metrics.dnsmos_ovrl(estimate=again, sample_rate=16000) == vals[0]
+
+
+def test_spectral_metrics_stay_below_the_lower_nyquist(tmp_path, pairs):
+    """A 22.05 kHz output of a 16 kHz reference is scored at 16 kHz: its LSD equals that of the
+    same output resampled to 16 kHz first, not the empty 8-11 kHz band's."""
+    ref, hyp = pairs[0]
+    y16 = load(hyp, 16000)
+    up = librosa.resample(y16, orig_sr=16000, target_sr=22050, res_type="soxr_hq")
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "hyp").mkdir()
+    sf.write(tmp_path / "ref" / "a.wav", load(ref, 16000), 16000, subtype="PCM_16")
+    sf.write(tmp_path / "hyp" / "a.wav", up, 22050, subtype="PCM_16")
+    res = score(tmp_path / "hyp", tmp_path / "r.csv", tmp_path / "ref", ["lsd", "mcd"],
+                progress=False)
+    row = res.rows[0]
+    back = load(tmp_path / "hyp" / "a.wav", 16000)
+    refy = load(ref, 16000)
+    n = min(len(back), len(refy))
+    want = metrics.log_spectral_distance(reference=refy[:n], estimate=back[:n], sample_rate=16000)
+    assert row["lsd"] == pytest.approx(want, rel=1e-6)
+    assert row["mcd"] < 5.0 and row["error"] == ""
+
+
+def test_a_crash_in_the_pesq_library_costs_one_item(tmp_path, pairs, monkeypatch):
+    """The pesq C library segfaults on some long recordings; the item that crashes gets NaN and
+    the reason, every other item and metric is scored, and the CSV is written."""
+    import pesq as pesq_lib
+
+    real = pesq_lib.pesq
+    ref_dir, hyp_dir = tmp_path / "ref", tmp_path / "hyp"
+    for d in (ref_dir, hyp_dir):
+        d.mkdir()
+    for i, (ref, hyp) in enumerate(pairs):
+        sf.write(ref_dir / f"u{i}.wav", load(ref, 16000), 16000, subtype="PCM_16")
+        sf.write(hyp_dir / f"u{i}.wav", load(hyp, 16000), 16000, subtype="PCM_16")
+    doomed = len(load(pairs[1][0], 16000))
+
+    def crashing(fs, ref, deg, mode):
+        if len(ref) == doomed:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return real(fs, ref, deg, mode)
+
+    monkeypatch.setattr(pesq_lib, "pesq", crashing)
+    res = score(hyp_dir, tmp_path / "r.csv", ref_dir, ["pesq_wb", "stoi"], progress=False)
+    rows = {r["id"]: r for r in res.rows}
+    assert math.isnan(rows["u1"]["pesq_wb"]) and "SIGSEGV" in rows["u1"]["error"]
+    assert rows["u1"]["stoi"] > 0.8
+    assert rows["u0"]["pesq_wb"] > 2.5 and rows["u2"]["pesq_wb"] > 2.5
+    assert (tmp_path / "r.csv").exists() and res.failures == 1
