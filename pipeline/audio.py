@@ -71,6 +71,12 @@ def load(path: str | Path, sample_rate: int, *, source_rate: int | None = None) 
     return np.ascontiguousarray(y, dtype=np.float32)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_wav(path: str | Path, y: np.ndarray, sample_rate: int) -> None:
     """Write 16-bit PCM wav atomically (temp file + rename): a crash never leaves half a file."""
     path = Path(path)
@@ -79,6 +85,7 @@ def write_wav(path: str | Path, y: np.ndarray, sample_rate: int) -> None:
     os.close(fd)
     try:
         sf.write(tmp, np.clip(y, -1.0, 1.0), sample_rate, subtype="PCM_16")
+        os.chmod(tmp, 0o666 & ~_umask())        # mkstemp makes 0600; a plain file honours the umask
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -57,6 +57,19 @@ def _errors():
     return (AudioError, ConfigError, ManifestError, StoreError, FileNotFoundError)
 
 
+def _positive(value: float, name: str) -> float:
+    if not value > 0:
+        raise typer.BadParameter(f"{value} is not > 0", param_hint=name)
+    return value
+
+
+def _momentum(value: float) -> float:
+    if not 0 <= value < 1:
+        raise typer.BadParameter(f"{value} is not in [0, 1) (0: plain GLA; 0.99: FGLA)",
+                                 param_hint="--momentum")
+    return value
+
+
 @app.command()
 def manifest(
     folder: Path = typer.Argument(..., help="Folder searched recursively for audio files."),
@@ -117,7 +130,8 @@ def extract(
     with_mag: bool = typer.Option(False, "--with-mag", help="Also store true STFT magnitudes "
                                   "(training targets, phase-only evaluation)."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker processes."),
-    shard_seconds: float = typer.Option(60.0, help="Audio seconds per shard (unit of resume)."),
+    shard_seconds: float = typer.Option(60.0, callback=lambda v: _positive(v, "--shard-seconds"),
+                                        help="Audio seconds per shard (unit of resume), > 0."),
     cluster: Cluster = typer.Option(Cluster.local, help="local processes or a SLURM cluster."),
     profile: Optional[str] = typer.Option(None, help="Cluster profile (configs/cluster-*.toml)."),
     overwrite: bool = typer.Option(False, help="Replace an existing store instead of resuming."),
@@ -151,7 +165,7 @@ def invert(
     weights: Optional[str] = typer.Option(None, help="Weights name (weights/NAME.pt) or path; "
                                           "default: the shipped ones matching the store's config."),
     device: Device = typer.Option(Device.auto, help="auto picks CUDA when available."),
-    batch_frames: int = typer.Option(1000, "--batch-frames", help="Padded frames per batch."),
+    batch_frames: int = typer.Option(1000, "--batch-frames", min=1, help="Padded frames per batch."),
     nnls_iters: int = typer.Option(50, help="Iterations of the NNLS solver (FISTA; 50 reach a "
                                    "relative mel residual of ~1e-5)."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker processes (CPU)."),
@@ -193,13 +207,14 @@ def phase(
                                "phase-only evaluation)."),
     init: str = typer.Option("zeros", help="Initial phase: zeros, random, or pghi (phase-gradient "
                              "integration: better start, fewer iterations needed)."),
-    momentum: float = typer.Option(0.99, help="FGLA momentum."),
+    momentum: float = typer.Option(0.99, callback=lambda v: _momentum(v),
+                                   help="FGLA momentum, in [0, 1)."),
     weights: Optional[str] = typer.Option(None, help="DeGLI weights (default: shipped, matching the store)."),
     warmup: Optional[int] = typer.Option(None, min=0, help="DeGLI: FGLA iterations before the "
                                          "--iters DeGLI blocks (default: the regime the weights "
                                          "were trained for, in their card)."),
     device: Device = typer.Option(Device.auto, help="auto picks CUDA when available."),
-    batch_frames: int = typer.Option(256, "--batch-frames", help="Padded frames per batch "
+    batch_frames: int = typer.Option(256, "--batch-frames", min=1, help="Padded frames per batch "
                                      "(small batches stay in cache: fastest on CPU)."),
     seed: int = typer.Option(0, help="Seed of the random initial phase."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker processes (CPU)."),
@@ -293,7 +308,7 @@ def vocode(
     method: str = typer.Option("model", help="pinv, nnls or model."),
     weights: Optional[str] = typer.Option(None, help="Inversion weights (default: shipped for the preset)."),
     algo: str = typer.Option("fgla", help="Phase algorithm: gla, fgla, admm or degli."),
-    iters: int = typer.Option(100, help="Phase iterations."),
+    iters: int = typer.Option(100, min=0, help="Phase iterations."),
     project: str = typer.Option("auto", "--project", help="mel: refine the magnitude within the "
                                 "input mel while iterating (joint mel inversion); mag: hold it "
                                 "fixed; auto: mel where frames overlap by >= 75 %."),
@@ -346,7 +361,7 @@ def predict(
     method: str = typer.Option("model", help="pinv, nnls or model."),
     weights: Optional[str] = typer.Option(None, help="Inversion weights."),
     algo: str = typer.Option("fgla", help="Phase algorithm."),
-    iters: int = typer.Option(100, help="Phase iterations."),
+    iters: int = typer.Option(100, min=0, help="Phase iterations."),
     project: str = typer.Option("auto", "--project", help="mel (joint mel inversion), mag or auto."),
     device: Device = typer.Option(Device.auto),
 ) -> None:

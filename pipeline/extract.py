@@ -117,6 +117,7 @@ def extract(inputs: list[str | Path] | str | Path, out: str | Path, config: Audi
                             for s in store.shard_names() if store.is_complete(s)):
             raise StoreError(f"{out} was extracted without --with-mag; use --overwrite to redo it")
     else:
+        Store.check_replaceable(out, list(inputs))
         store = Store.create(out, config, plan, source)
     todo = [i for i in range(len(plan)) if not store.is_complete(shard_name(i))]
     threads = threads_per_worker(workers, cluster, profile)

@@ -104,6 +104,21 @@ def manifest_from_folder(root: str | Path) -> tuple[list[Utterance], list[Failur
     return manifest_from_paths(files, root)
 
 
+def check_id(uid: str) -> str | None:
+    """Why ``uid`` cannot name an output file (``<out>/<id>.wav``), or None when it can: no
+    absolute path, no ``..`` or empty component, no NUL or backslash."""
+    if "\x00" in uid:
+        return "contains a NUL character"
+    if "\\" in uid:
+        return "contains a backslash"
+    if uid.startswith("/") or (len(uid) > 1 and uid[1] == ":"):
+        return "is an absolute path"
+    parts = uid.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return "has an empty, '.' or '..' path component"
+    return None
+
+
 def read_manifest(path: str | Path) -> list[Utterance]:
     """Read a JSONL manifest. Relative paths are resolved against the manifest's folder."""
     path = Path(path)
@@ -122,6 +137,10 @@ def read_manifest(path: str | Path) -> list[Utterance]:
             raise ManifestError(f"{path}:{n}: not a manifest line ({exc})") from exc
         if not u.id or not u.path:
             raise ManifestError(f"{path}:{n}: each line needs 'id' and 'path'")
+        why = check_id(str(u.id))
+        if why:
+            raise ManifestError(f"{path}:{n}: id {u.id!r} {why}; ids become file names under "
+                                "--out, so they must be relative paths inside it")
         if not os.path.isabs(u.path):
             u = Utterance(**{**asdict(u), "path": str((path.parent / u.path).resolve())})
         out.append(u)

@@ -72,6 +72,39 @@ class Store:
 
     # ----------------------------------------------------------------- creation
 
+    @staticmethod
+    def check_replaceable(path: str | Path, inputs: list[str | Path] = ()) -> None:
+        """Refuse to replace ``path`` unless it is absent, an empty folder, or a store this
+        tool created holding nothing else (``zarr.json`` with our schema, ``shards/``), and
+        never when an input lies inside it (``extract c4 --out c4 --overwrite`` deleted the
+        input audio)."""
+        path = Path(path)
+        if not path.exists():
+            return
+        here = path.resolve()
+        for i in inputs:
+            src = Path(i).resolve()
+            if src == here or here in src.parents:
+                raise StoreError(f"--out {path} holds the input {i}: --overwrite would delete "
+                                 "it; choose another --out")
+        if not path.is_dir():
+            raise StoreError(f"--out {path} is a file, not a store: choose another --out")
+        names = {p.name for p in path.iterdir()}
+        if not names:
+            return
+        ours = False
+        if "zarr.json" in names:
+            try:
+                ours = "schema_version" in zarr.open_group(str(path), mode="r", zarr_format=3).attrs
+            except Exception:   # damaged or foreign metadata: not ours
+                ours = False
+        if not ours or not names <= {"zarr.json", "shards"}:
+            extra = sorted(names - {"zarr.json", "shards"})
+            what = f"holds other files ({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''})" \
+                if ours else "is not a store made by `pipeline extract`"
+            raise StoreError(f"--out {path} {what}: --overwrite only replaces a store this tool "
+                             "created; choose another --out or remove it yourself")
+
     @classmethod
     def create(cls, path: str | Path, config: AudioConfig, plan: list[list[dict]],
                source: str) -> "Store":

@@ -43,9 +43,10 @@ class VocodeResult(StageResult):
 
 def _read_array(path: Path) -> np.ndarray:
     try:
-        if path.suffix == ".npy":
+        suffix = path.suffix.lower()
+        if suffix == ".npy":
             return np.load(path, allow_pickle=False)
-        if path.suffix == ".npz":
+        if suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
                 keys = list(z.keys())
                 key = next((k for k in ("mel", "feats", "spec") if k in keys), None)
@@ -74,22 +75,38 @@ def expected_range(cfg: AudioConfig) -> tuple[float, float]:
     return lo - margin, hi
 
 
-def load_mel(path: str | Path, cfg: AudioConfig) -> np.ndarray:
-    """Read and check one mel file; returns ``[T, n_mels]`` float32 (compressed as ``cfg``)."""
+def load_mel(path: str | Path, cfg: AudioConfig, square: str | None = None) -> np.ndarray:
+    """Read and check one mel file; returns ``[T, n_mels]`` float32 (compressed as ``cfg``).
+
+    A 2-D array with ``T == n_mels`` is read as ``square`` says (``"mels-first"``:
+    ``(n_mels, T)``, ``"frames-first"``: ``(T, n_mels)``; the layout of the other files of
+    the run, see :func:`square_layout`), and refused when nothing says."""
+    return _check_mel(path, _read_array(Path(path)), cfg, square)
+
+
+def _check_mel(path: str | Path, a: np.ndarray, cfg: AudioConfig, square: str | None = None
+               ) -> np.ndarray:
     path = Path(path)
-    a = _read_array(path)
     if a.dtype.kind in "iub":
         raise MelError(f"{path}: mel has integer dtype {a.dtype}; mels are float (log-)magnitudes. "
                        "Convert the file (was it quantised?) before vocoding")
-    if a.ndim == 3 and a.shape[0] == 1:
-        a = a[0]
+    batched = a.ndim == 3 and a.shape[0] == 1
+    if batched:
+        a = a[0]              # (1, n_mels, T): the layout is explicit, whatever T is
     if a.ndim != 2:
         raise MelError(f"{path}: mel shape {a.shape}; expected (n_mels, T), (1, n_mels, T) or "
                        f"(T, n_mels) with n_mels={cfg.n_mels}")
     M = cfg.n_mels
-    if a.shape[0] == M and a.shape[1] == M:
-        raise MelError(f"{path}: shape {a.shape} is ambiguous (T == n_mels == {M}); save it as "
-                       "(1, n_mels, T)")
+    if batched and a.shape[0] != M:
+        raise MelError(f"{path}: mel shape (1, {a.shape[0]}, {a.shape[1]}) has {a.shape[0]} mels, "
+                       f"not n_mels={M} (preset {cfg.name}); pass --n-mels {a.shape[0]} or the "
+                       "right --preset")
+    if a.shape[0] == M and a.shape[1] == M and not batched:
+        if square is None:
+            raise MelError(f"{path}: shape {a.shape} is ambiguous (T == n_mels == {M}) and no "
+                           "other file of this run shows the layout; save it as (1, n_mels, T)")
+        if square == "frames-first":
+            a = a.T
     if a.shape[0] == M:
         a = a.T
     elif a.shape[1] != M:
@@ -110,6 +127,30 @@ def load_mel(path: str | Path, cfg: AudioConfig) -> np.ndarray:
                        + (f"; they look like {hint}: pass --log {hint.split()[0]} or the matching "
                           "--preset" if hint else "; check --log and --clamp"))
     return a
+
+
+def layout_of(shape: tuple[int, ...], n_mels: int) -> str | None:
+    """``mels-first`` / ``frames-first`` for a 2-D mel shape that tells, else None."""
+    if len(shape) != 2 or shape[0] == shape[1]:
+        return None
+    return "mels-first" if shape[0] == n_mels else "frames-first" if shape[1] == n_mels else None
+
+
+def mel_shape(path: Path) -> tuple[int, ...]:
+    """A mel file's array shape (a ``.npy`` header only), ``()`` when unreadable."""
+    try:
+        if path.suffix.lower() == ".npy":
+            return tuple(np.load(path, mmap_mode="r", allow_pickle=False).shape)
+        a = _read_array(path)
+        return tuple(a.shape[1:] if a.ndim == 3 and a.shape[0] == 1 else a.shape)
+    except (MelError, OSError, ValueError):
+        return ()
+
+
+def square_layout(shapes: list[tuple[int, ...]], n_mels: int) -> str | None:
+    """The layout of a run's non-square 2-D mels, when they all agree (else None)."""
+    seen = {layout_of(s, n_mels) for s in shapes} - {None}
+    return seen.pop() if len(seen) == 1 else None
 
 
 def _guess_log(mn: float, mx: float) -> str:
@@ -135,7 +176,7 @@ def find_mels(src: str | Path) -> tuple[list[tuple[str, Path]], Path]:
         return [(src.stem, src)], src.parent
     if not src.is_dir():
         raise MelError(f"{src}: no such file or folder")
-    files = sorted(p for p in src.rglob("*") if p.suffix in MEL_EXTENSIONS and p.is_file())
+    files = sorted(p for p in src.rglob("*") if p.suffix.lower() in MEL_EXTENSIONS and p.is_file())
     if not files:
         raise MelError(f"{src}: no mel files ({', '.join(MEL_EXTENSIONS)}) found")
     return [(p.relative_to(src).with_suffix("").as_posix(), p) for p in files], src
@@ -143,7 +184,8 @@ def find_mels(src: str | Path) -> tuple[list[tuple[str, Path]], Path]:
 
 def vocode_files(items: list[tuple[str, str]], out_dir: str, cfg_dict: dict, method: str,
                  weights: str | None, algo: str, n_iter: int, device: str, threads: int,
-                 batch_frames: int | None, project: str = "auto") -> dict:
+                 batch_frames: int | None, project: str = "auto",
+                 layout_hint: str | None = None) -> dict:
     """Worker task: check, invert, reconstruct and round-trip a list of (id, path)."""
     from .invert.stage import invert_frames
     from .phase.stage import reconstruct
@@ -155,10 +197,16 @@ def vocode_files(items: list[tuple[str, str]], out_dir: str, cfg_dict: dict, met
     if method == "model":
         from .weights import load_invert_model
         model = load_invert_model(weights, cfg, dev)
-    rows, failures, mels, ids = [], [], [], []
+    rows, failures, mels, ids, raw = [], [], [], [], []
     for uid, path in items:
         try:
-            mels.append(load_mel(path, cfg))
+            raw.append((uid, path, _read_array(Path(path))))
+        except MelError as exc:
+            failures.append(Failure(uid, path, "vocode", str(exc)))
+    square = square_layout([a.shape for _, _, a in raw], cfg.n_mels) or layout_hint
+    for uid, path, a in raw:
+        try:
+            mels.append(_check_mel(path, a, cfg, square))
             ids.append((uid, path))
         except MelError as exc:
             failures.append(Failure(uid, path, "vocode", str(exc)))
@@ -195,6 +243,13 @@ def vocode(src: str | Path, out: str | Path, cfg: AudioConfig, *, method: str = 
     t0 = time.perf_counter()
     check_route(algo, project, cfg)
     items, _ = find_mels(src)
+    by_id: dict[str, list[Path]] = {}
+    for u, p in items:
+        by_id.setdefault(u, []).append(p)
+    clash = [Failure(u, str(p), "vocode", f"{p}: id {u!r} is also the id of "
+                     f"{', '.join(str(q) for q in ps if q != p)}; both would write {u}.wav: "
+                     "rename one") for u, ps in by_id.items() if len(ps) > 1 for p in ps]
+    items = [(u, p) for u, p in items if len(by_id[u]) == 1]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if method == "model":
@@ -202,11 +257,12 @@ def vocode(src: str | Path, out: str | Path, cfg: AudioConfig, *, method: str = 
         weights = weights or pick_for(cfg, "PInvConvSkip")
         load_invert_model(weights, cfg)          # fail early, naming a mismatching field
     todo = [(u, str(p)) for u, p in items if not (out / f"{u}.wav").exists()]
-    res = VocodeResult(store=out, skipped=len(items) - len(todo))
+    res = VocodeResult(store=out, skipped=len(items) - len(todo), failures=clash)
+    hint = square_layout([mel_shape(Path(p)) for _, p in items], cfg.n_mels)
     workers = workers_for(device, workers)
     threads = threads_per_worker(workers)
     tasks = [(k, (todo[k:k + files_per_task], str(out), cfg.to_dict(), method, weights, algo,
-                  n_iter, device, threads, batch_frames, project))
+                  n_iter, device, threads, batch_frames, project, hint))
              for k in range(0, len(todo), files_per_task)]
     rows = []
     for r in run_tasks(vocode_files, tasks, workers=workers, desc=f"vocode ({method}+{algo})",

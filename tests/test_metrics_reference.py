@@ -6,12 +6,9 @@ import signal
 
 import librosa
 import numpy as np
-import pysptk
 import pytest
 import soundfile as sf
 import torch
-from fastdtw import fastdtw
-from scipy.spatial.distance import euclidean
 
 from pipeline import metrics
 from pipeline.audio import load
@@ -19,6 +16,7 @@ from pipeline.config import load_config
 from pipeline.mel import ragged_batch, stft
 from pipeline.phase import reconstruct
 from pipeline.score import score
+from reference_metrics import espnet_mcd, nuwave_lsd
 
 
 @pytest.fixture(scope="module")
@@ -39,33 +37,6 @@ def pairs(tmp_path_factory, wav_corpus):
         sf.write(hyp, o, 16000, subtype="PCM_16")
         out.append((ref, hyp))
     return out
-
-
-def espnet_mcd(gen_path, gt_path):
-    """ESPnet egs2 ``pyscripts/utils/evaluate_mcd.py`` as that script runs it (defaults:
-    n_fft 1024, n_shift 256, mcep order/alpha by rate, int16 samples, no padding, fastdtw)."""
-    def extract(x, fs):
-        dim, alpha = {16000: (23, 0.42), 22050: (34, 0.45)}[fs]
-        n_frame = (len(x) - 1024) // 256 + 1
-        win = pysptk.sptk.hamming(1024)
-        return np.stack([pysptk.mcep(x[256 * i:256 * i + 1024] * win, dim, alpha, eps=1e-6,
-                                     etype=1) for i in range(n_frame)])
-    gen, fs = sf.read(gen_path, dtype="int16")
-    gt, _ = sf.read(gt_path, dtype="int16")
-    gen_m, gt_m = extract(gen.astype(np.float64), fs), extract(gt.astype(np.float64), fs)
-    _, path = fastdtw(gen_m, gt_m, dist=euclidean)
-    twf = np.array(path).T
-    diff2sum = np.sum((gen_m[twf[0]] - gt_m[twf[1]]) ** 2, 1)
-    return np.mean(10.0 / np.log(10.0) * np.sqrt(2 * diff2sum), 0)
-
-
-def nuwave_lsd(x, y):
-    """NU-Wave's LSD (log10 of the 2048/512 Hann STFT power clamped at 1e-8), via librosa."""
-    def logpow(z):
-        s = librosa.stft(z, n_fft=2048, hop_length=512, window="hann", center=True,
-                         pad_mode="reflect")
-        return np.log10(np.maximum(np.abs(s) ** 2, 1e-8))
-    return np.mean(np.sqrt(np.mean((logpow(x) - logpow(y)) ** 2, axis=0)))
 
 
 def test_mcd_is_espnets_recipe(pairs):

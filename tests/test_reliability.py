@@ -1,0 +1,134 @@
+"""Nothing lost, nothing written where it should not be: one test per reliability bug
+(each failed before its fix)."""
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from pipeline.audio import load, write_wav
+from pipeline.config import load_config
+from pipeline.extract import extract
+from pipeline.manifest import ManifestError, read_manifest
+from pipeline.mel import mel_spectrogram
+from pipeline.store import StoreError
+from pipeline.vocode import vocode
+
+
+@pytest.fixture()
+def small_corpus(tmp_path, wav_corpus):
+    d = tmp_path / "c4"
+    d.mkdir()
+    for u in wav_corpus[:2]:
+        shutil.copy(u.path, d / f"{u.id.split('/')[-1]}.wav")
+    return d
+
+
+def test_overwrite_never_deletes_the_input(small_corpus):
+    before = sorted(p.name for p in small_corpus.iterdir())
+    with pytest.raises(StoreError, match="holds the input"):
+        extract(small_corpus, small_corpus, load_config("mel80-16k"), overwrite=True, progress=False)
+    assert sorted(p.name for p in small_corpus.iterdir()) == before
+
+
+def test_overwrite_never_deletes_unrelated_files(tmp_path, small_corpus):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "thesis.tex").write_text("years of work")
+    with pytest.raises(StoreError, match="not a store made by"):
+        extract(small_corpus, victim, load_config("mel80-16k"), overwrite=True, progress=False)
+    assert (victim / "thesis.tex").read_text() == "years of work"
+    store = tmp_path / "s.zarr"          # a store of ours with a user's file dropped inside
+    extract(small_corpus, store, load_config("mel80-16k"), progress=False)
+    (store / "notes.txt").write_text("mine")
+    with pytest.raises(StoreError, match="holds other files"):
+        extract(small_corpus, store, load_config("mel250-16k"), overwrite=True, progress=False)
+    (store / "notes.txt").unlink()       # a store of ours alone is replaced
+    assert extract(small_corpus, store, load_config("mel250-16k"), overwrite=True,
+                   progress=False).ok
+
+
+@pytest.mark.parametrize("bad", ["../../etc/evil", "/tmp/etc/evil", "a/../../b", "a\x00b",
+                                 "a//b", "C:/x"])
+def test_manifest_ids_cannot_escape_the_output(tmp_path, wav_corpus, bad):
+    m = tmp_path / "m.jsonl"
+    m.write_text(json.dumps({"id": bad, "path": wav_corpus[0].path}) + "\n")
+    with pytest.raises(ManifestError, match="ids become file names"):
+        read_manifest(m)
+
+
+def test_output_wavs_honour_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_wav(tmp_path / "a.wav", np.zeros(160, np.float32), 16000)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.wav").stat().st_mode) == 0o644
+
+
+@pytest.fixture()
+def tts_mels(tmp_path, wav_corpus):
+    """Mels of real speech in the HiFi-GAN convention, as a TTS model would write them."""
+    cfg = load_config("hifigan-22k")
+    y = load(wav_corpus[0].path, cfg.sample_rate)
+    with torch.inference_mode():
+        mel = mel_spectrogram(torch.from_numpy(y)[None], cfg)[0].numpy()      # (80, T)
+    return cfg, mel
+
+
+def test_vocode_colliding_ids_fail_per_file(tmp_path, tts_mels):
+    cfg, mel = tts_mels
+    d = tmp_path / "mels"
+    d.mkdir()
+    np.save(d / "utt.npy", mel)
+    torch.save(torch.from_numpy(mel), d / "utt.pt")
+    np.save(d / "other.npy", mel)
+    res = vocode(d, tmp_path / "out", cfg, method="pinv", n_iter=4, progress=False)
+    assert res.done == 1 and sorted(f.path for f in res.failures) == [str(d / "utt.npy"),
+                                                                       str(d / "utt.pt")]
+    assert all("both would write utt.wav" in f.reason for f in res.failures)
+    assert not (tmp_path / "out" / "utt.wav").exists()
+
+
+def test_vocode_square_and_upper_case_mels(tmp_path, tts_mels):
+    """(1, 80, 80) is unambiguous; a square (80, 80) follows the other files' layout; upper-case
+    extensions are read."""
+    cfg, mel = tts_mels
+    d = tmp_path / "mels"
+    d.mkdir()
+    sq = mel[:, :80]
+    np.save(d / "batched.npy", sq[None])
+    np.save(d / "square.npy", sq)
+    np.save(d / "SHOUT.NPY", mel)
+    torch.save(torch.from_numpy(mel), d / "T.PT")
+    res = vocode(d, tmp_path / "out", cfg, method="pinv", n_iter=4, progress=False)
+    assert res.ok, [f.reason for f in res.failures]
+    assert res.done == 4
+    a = load(tmp_path / "out" / "batched.wav", cfg.sample_rate)
+    b = load(tmp_path / "out" / "square.wav", cfg.sample_rate)
+    np.testing.assert_array_equal(a, b)
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    np.save(alone / "square.npy", sq)
+    res = vocode(alone, tmp_path / "out2", cfg, method="pinv", n_iter=4, progress=False)
+    assert not res.ok and "ambiguous" in res.failures[0].reason
+
+
+@pytest.mark.parametrize("args", [["vocode", "M", "--out", "O", "--iters", "-5"],
+                                  ["phase", "S", "--out", "O", "--momentum", "5"],
+                                  ["phase", "S", "--out", "O", "--momentum", "-3"],
+                                  ["phase", "S", "--out", "O", "--batch-frames", "0"],
+                                  ["extract", "I", "--out", "O", "--shard-seconds", "0"],
+                                  ["extract", "I", "--out", "O", "--shard-seconds", "-1"]])
+def test_bad_option_values_exit_2_before_any_work(tmp_path, args):
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True,
+                       text=True, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "Invalid value" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "O").exists()
