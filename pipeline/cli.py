@@ -13,6 +13,7 @@ from typing import List, Optional, Tuple
 
 import typer
 from rich.console import Console
+from rich.markup import escape as _e
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Speech reconstruction from mel spectrograms, at corpus scale.\n\n"
@@ -31,7 +32,7 @@ class Cluster(str, Enum):
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {msg}")
+    console.print(f"[bold red]error:[/] {_e(str(msg))}")
     raise typer.Exit(code)
 
 
@@ -39,11 +40,11 @@ def _report(res, what: str) -> None:
     rate = f", {res.audio_seconds / res.seconds:.1f}x real time" if res.audio_seconds and res.seconds else ""
     console.print(f"[green]{what}[/]: {res.done} utterance{'' if res.done == 1 else 's'} in "
                   f"{res.seconds:.1f} s{rate}; "
-                  f"{res.skipped_shards} shard(s) already complete -> {res.store}")
+                  f"{res.skipped_shards} shard(s) already complete -> {_e(str(res.store))}")
     if res.failures:
-        console.print(f"[bold red]{len(res.failures)} item(s) failed[/], listed in {res.failures_csv}:")
+        console.print(f"[bold red]{len(res.failures)} item(s) failed[/], listed in {_e(str(res.failures_csv))}:")
         for f in res.failures[:10]:
-            console.print(f"  {f.id}: {f.reason}")
+            console.print(f"  {_e(f.id)}: {_e(f.reason)}")
         raise typer.Exit(1)
 
 
@@ -52,9 +53,10 @@ def _errors():
     from .audio import AudioError
     from .config import ConfigError
     from .manifest import ManifestError
+    from .results import OutputError
     from .store import StoreError
 
-    return (AudioError, ConfigError, ManifestError, StoreError, FileNotFoundError)
+    return (AudioError, ConfigError, ManifestError, StoreError, FileNotFoundError, OutputError)
 
 
 def _positive(value: float, name: str) -> float:
@@ -84,12 +86,12 @@ def manifest(
         _fail(str(exc))
     if out:
         write_manifest(utts, out)
-        console.print(f"{len(utts)} utterances, {sum(u.duration for u in utts):.1f} s -> {out}")
+        console.print(f"{len(utts)} utterances, {sum(u.duration for u in utts):.1f} s -> {_e(str(out))}")
     else:
         for u in utts:
             print(u.to_json())
     for f in fails:
-        console.print(f"[red]skipped[/] {f.path}: {f.reason}")
+        console.print(f"[red]skipped[/] {_e(f.path)}: {_e(f.reason)}")
     if fails:
         raise typer.Exit(1)
 
@@ -109,12 +111,12 @@ def prepare(
         if corpus == "pocketsphinx":
             path = out if out.suffix == ".jsonl" else out / "pocketsphinx.jsonl"
             utts = prepare_pocketsphinx(path)
-            console.print(f"{len(utts)} utterances -> {path}")
+            console.print(f"{len(utts)} utterances -> {_e(str(path))}")
         elif corpus in ("asterisk", "kde"):
             paths = (prepare_asterisk(out, languages.split(",")) if corpus == "asterisk"
                      else prepare_kde(out))
             for name, p in paths.items():
-                console.print(f"{name}: {sum(1 for _ in open(p))} utterances -> {p}")
+                console.print(f"{name}: {sum(1 for _ in open(p))} utterances -> {_e(str(p))}")
         else:
             _fail(f"unknown corpus {corpus!r}: choose pocketsphinx or asterisk")
     except _errors() as exc:
@@ -221,8 +223,12 @@ def phase(
     cluster: Cluster = typer.Option(Cluster.local, help="local processes or a SLURM cluster."),
     profile: Optional[str] = typer.Option(None, help="Cluster profile (configs/cluster-*.toml)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the wavs of an earlier "
+                                   "run with other settings (only this store's <id>.wav files, "
+                                   "failures.csv and the run record are removed)."),
 ) -> None:
-    """Magnitude -> waveform, one wav per utterance. Resumable: existing wavs are kept."""
+    """Magnitude -> waveform, one wav per utterance. Resumable: existing wavs are kept when the
+    store and every setting match the run that wrote them (WAV_DIR/.pipeline-run.json)."""
     from .phase import phase as run
     from .weights import WeightsError
 
@@ -232,7 +238,8 @@ def phase(
     try:
         res = run(store, out, algo, n_iter=iters, source=source, init=init, device=device.value,
                   workers=workers, batch_frames=batch_frames, seed=seed, cluster=cluster.value,
-                  profile=profile, progress=not quiet, project=project, **extra)
+                  profile=profile, progress=not quiet, project=project, overwrite=overwrite,
+                  **extra)
     except (*_errors(), WeightsError, ValueError) as exc:
         _fail(str(exc))
     _report(res, f"reconstructed ({algo}, {iters} iterations, projected on the {project})")
@@ -270,11 +277,11 @@ def score(
     except (*_errors(), ValueError) as exc:
         _fail(str(exc))
     print(res.markdown)
-    console.print(f"{len(res.rows)} utterances scored in {res.seconds:.1f} s -> {res.csv}, "
-                  f"{res.summary_csv}" + (f", {len(res.plots)} plots" if res.plots else ""))
+    console.print(f"{len(res.rows)} utterances scored in {res.seconds:.1f} s -> {_e(str(res.csv))}, "
+                  f"{_e(str(res.summary_csv))}" + (f", {len(res.plots)} plots" if res.plots else ""))
     if res.failures:
         console.print(f"[bold red]{res.failures} utterance(s) have NaN metrics[/]; "
-                      f"see the error column of {res.csv}")
+                      f"see the error column of {_e(str(res.csv))}")
         raise typer.Exit(1)
 
 
@@ -328,8 +335,12 @@ def vocode(
     device: Device = typer.Option(Device.auto),
     workers: int = typer.Option(1, "--workers", "-j", min=1),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the wavs of an earlier "
+                                   "run with other settings (only the <id>.wav files of these "
+                                   "mels, failures.csv and the run record are removed)."),
 ) -> None:
-    """TTS mels -> wavs (invert + phase), with a round-trip mel check in the report."""
+    """TTS mels -> wavs (invert + phase), with a round-trip mel check in the report. Resumable:
+    existing wavs are kept when the input and every setting match the run that wrote them."""
     from .vocode import MelError, vocode as run
     from .weights import WeightsError
 
@@ -338,18 +349,19 @@ def vocode(
                           fmax=fmax, log=log, clamp=clamp, power=power, mel_scale=mel_scale,
                           norm=norm, center=center)
         res = run(mels, out, cfg, method=method, weights=weights, algo=algo, n_iter=iters,
-                  device=device.value, workers=workers, progress=not quiet, project=project)
+                  device=device.value, workers=workers, progress=not quiet, project=project,
+                  overwrite=overwrite)
     except (*_errors(), MelError, WeightsError, ValueError) as exc:
         _fail(str(exc))
     console.print(f"[green]vocoded[/] {res.done} file(s) ({res.audio_seconds:.1f} s of audio) in "
-                  f"{res.seconds:.1f} s, {res.skipped} already done -> {res.store}")
+                  f"{res.seconds:.1f} s, {res.skipped} already done -> {_e(str(res.store))}")
     if res.report:
         console.print(f"round trip: mean |mel(out) - mel(in)| = {res.mel_l1_mean:.3f} "
-                      f"({cfg.log} units); per file in {res.report}")
+                      f"({cfg.log} units); per file in {_e(str(res.report))}")
     if res.failures:
-        console.print(f"[bold red]{len(res.failures)} file(s) failed[/], listed in {res.failures_csv}:")
+        console.print(f"[bold red]{len(res.failures)} file(s) failed[/], listed in {_e(str(res.failures_csv))}:")
         for f in res.failures[:10]:
-            console.print(f"  {f.reason}")
+            console.print(f"  {_e(f.reason)}")
         raise typer.Exit(1)
 
 

@@ -13,7 +13,7 @@ from .config import AudioConfig
 from .manifest import Failure, Utterance, resolve_inputs
 from .mel import mel_from_magnitude, ragged_batch, stft
 from .parallel import run_tasks, threads_per_worker
-from .results import StageResult, write_failures
+from .results import StageResult, check_writable, write_failures
 from .store import Store, StoreError, failures_csv_path, shard_name
 
 DEFAULT_SHARD_SECONDS = 60.0
@@ -104,6 +104,7 @@ def extract(inputs: list[str | Path] | str | Path, out: str | Path, config: Audi
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
     out = Path(out)
+    check_writable(out.parent)
     utts, header_failures = resolve_inputs(list(inputs))
     plan = plan_shards(utts, shard_seconds)
     source = ", ".join(str(i) for i in inputs)

@@ -75,8 +75,9 @@ def describe(path: Path, uid: str) -> tuple[Utterance | None, Failure | None]:
         return None, Failure(uid, str(path), "manifest", str(exc))
     if meta["num_samples"] == 0:
         return None, Failure(uid, str(path), "manifest", f"{path}: contains no samples")
-    return Utterance(uid, str(path), meta["sample_rate"], meta["channels"], meta["num_samples"],
-                     round(meta["duration"], 6)), None
+    # absolute: a store keeps its sources, and is read from other working directories
+    return Utterance(uid, os.path.abspath(path), meta["sample_rate"], meta["channels"],
+                     meta["num_samples"], round(meta["duration"], 6)), None
 
 
 def manifest_from_paths(paths: Iterable[str | Path], root: str | Path | None = None

@@ -13,6 +13,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
@@ -202,7 +203,7 @@ def run_tasks(fn: Callable, tasks: Sequence[tuple[Any, tuple]], *, workers: int 
     results: list[TaskResult] = []
     sizes = sizes or {}
     with progress_bar(disable=not progress) as bar:
-        tid = bar.add_task(desc, total=sum(sizes.get(key, 1) for key, _ in tasks))
+        tid = bar.add_task(escape(desc), total=sum(sizes.get(key, 1) for key, _ in tasks))
         with make_client(workers, cluster, profile, preload=[fn.__module__]) as client:
             if client is None:
                 stream = (_guarded(fn, key, args) for key, args in tasks)

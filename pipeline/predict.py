@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import load, write_wav
+from .audio import AudioError, load, write_wav
 from .batching import resolve_device
 from .config import AudioConfig
 from .invert.stage import invert_frames
 from .mel import mel_spectrogram
 from .metrics import MetricError, pesq_wb, stoi
 from .phase.stage import reconstruct
+from .results import check_writable
 from .plots import spectrogram_pair
 
 
@@ -24,6 +25,10 @@ def predict(audio: str | Path, out: str | Path, cfg: AudioConfig, *, method: str
     audio, out = Path(audio), Path(out)
     dev = resolve_device(device)
     y = load(audio, cfg.sample_rate)
+    if len(y) < cfg.win_length:
+        raise AudioError(f"{audio}: {len(y)} sample(s) at {cfg.sample_rate} Hz; reconstruction "
+                         f"needs at least one frame ({cfg.win_length} samples)")
+    check_writable(out)
     with torch.inference_mode():
         mel = mel_spectrogram(torch.from_numpy(y)[None], cfg)[0].T.numpy()
     model = None

@@ -10,6 +10,68 @@ from .manifest import Failure
 from .store import shard_name
 
 
+class OutputError(OSError):
+    """The output location cannot be written; raised before any work."""
+
+
+def check_writable(folder: str | Path) -> None:
+    """Create ``folder`` if needed and prove a file can be written there, so that a read-only
+    location fails in one line before the work, not in a traceback after it."""
+    import tempfile
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        reason = "permission denied" if isinstance(exc, PermissionError) else exc.strerror or exc
+        raise OutputError(f"cannot write to {folder}: {reason}; choose another output location"
+                          ) from None
+
+
+RUN_FILE = ".pipeline-run.json"
+
+
+def claim_output(folder: str | Path, record: dict, outputs: list[Path], overwrite: bool = False
+                 ) -> None:
+    """Make ``folder`` the output of the run ``record`` describes (its input and every setting
+    that changes the result), so that a resume never keeps outputs of other settings.
+
+    - ``overwrite``: the files this run writes (``outputs``), its failures CSV and its record
+      are removed first; nothing else in the folder is touched.
+    - a record of another run: refused, naming the settings that differ.
+    - outputs present without a record (an older version's or someone else's): refused.
+    Raises :class:`OutputError`; the CLI prints it in one line."""
+    import json
+    import os
+
+    folder = Path(folder)
+    path = folder / RUN_FILE
+    if overwrite:
+        for p in [*outputs, folder / "failures.csv", path]:
+            p.unlink(missing_ok=True)
+    elif path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            old = {}
+        if old != record:
+            keys = sorted(set(old) | set(record))
+            diff = [f"{k}: {old.get(k)!r} -> {record.get(k)!r}" for k in keys
+                    if old.get(k) != record.get(k)]
+            raise OutputError(f"{folder} holds the output of another run ({'; '.join(diff[:4])}); "
+                              "resume with the same settings, pass --overwrite to replace those "
+                              "files, or choose another --out")
+    elif any(p.exists() for p in outputs):
+        raise OutputError(f"{folder} already holds outputs with these names but no record of the "
+                          "run that made them; pass --overwrite to replace them, or choose "
+                          "another --out")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
 @dataclass
 class StageResult:
     """What a stage did; the CLI prints it and exits non-zero when ``failures`` is not empty."""

@@ -155,7 +155,10 @@ def score(hyp: str | Path, out: str | Path, ref: str | Path | None = None,
           cluster: str = "local", profile: str | None = None, progress: bool = True,
           plot: bool = False, chunk: int = 4) -> ScoreResult:
     """Score every hypothesis (and every reference without one: 'missing hyp')."""
+    from .results import check_writable
+
     t0 = time.perf_counter()
+    check_writable(Path(out).parent)
     metrics = list(metrics or (DEFAULT_METRICS if ref is not None else ("dnsmos_ovrl",)))
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:

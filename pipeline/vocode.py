@@ -24,7 +24,7 @@ from .config import AudioConfig
 from .manifest import Failure
 from .mel import compress, mel_spectrogram
 from .parallel import run_tasks, threads_per_worker
-from .results import StageResult, write_failures
+from .results import StageResult, check_writable, claim_output, write_failures
 
 MEL_EXTENSIONS = (".npy", ".npz", ".pt")
 
@@ -231,17 +231,25 @@ def vocode_files(items: list[tuple[str, str]], out_dir: str, cfg_dict: dict, met
 def vocode(src: str | Path, out: str | Path, cfg: AudioConfig, *, method: str = "model",
            weights: str | None = None, algo: str = "fgla", n_iter: int = 100,
            device: str = "auto", workers: int = 1, files_per_task: int = 16,
-           batch_frames: int | None = None, progress: bool = True, project: str = "auto"
-           ) -> VocodeResult:
+           batch_frames: int | None = None, progress: bool = True, project: str = "auto",
+           overwrite: bool = False) -> VocodeResult:
     """Vocode every mel under ``src`` into ``out/<id>.wav``; existing wavs are kept (resume).
 
     ``project="mel"``: the phase iterations refine the inverted magnitude within the input
     mel (joint mel inversion); ``"mag"`` holds it fixed; ``"auto"``: ``mel`` for frames that
-    overlap by >= 75 % (:func:`pipeline.phase.stage.resolve_project`)."""
+    overlap by >= 75 % (:func:`pipeline.phase.stage.resolve_project`). A resume keeps the wavs
+    only when the input folder and every setting match the run that wrote them; ``overwrite``
+    removes this run's wavs first, and nothing else."""
+    from .invert.methods import METHODS
     from .phase.stage import check_route
 
     t0 = time.perf_counter()
     check_route(algo, project, cfg)
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+    if algo == "degli":
+        from .weights import load_degli
+        load_degli(None, cfg)                    # fail early: no DeGLI weights for this preset
     items, _ = find_mels(src)
     by_id: dict[str, list[Path]] = {}
     for u, p in items:
@@ -251,11 +259,15 @@ def vocode(src: str | Path, out: str | Path, cfg: AudioConfig, *, method: str = 
                      "rename one") for u, ps in by_id.items() if len(ps) > 1 for p in ps]
     items = [(u, p) for u, p in items if len(by_id[u]) == 1]
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out)
     if method == "model":
         from .weights import load_invert_model, pick_for
         weights = weights or pick_for(cfg, "PInvConvSkip")
         load_invert_model(weights, cfg)          # fail early, naming a mismatching field
+    record = {"stage": "vocode", "source": str(Path(src).resolve()), "audio": cfg.to_dict(),
+              "method": method, "weights": weights, "algo": algo, "iters": n_iter,
+              "project": project}
+    claim_output(out, record, [out / f"{u}.wav" for u, _ in items], overwrite)
     todo = [(u, str(p)) for u, p in items if not (out / f"{u}.wav").exists()]
     res = VocodeResult(store=out, skipped=len(items) - len(todo), failures=clash)
     hint = square_layout([mel_shape(Path(p)) for _, p in items], cfg.n_mels)

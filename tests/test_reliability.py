@@ -132,3 +132,116 @@ def test_bad_option_values_exit_2_before_any_work(tmp_path, args):
     assert r.returncode == 2, r.stderr
     assert "Invalid value" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "O").exists()
+
+
+def test_paths_with_brackets_print_as_they_are(tmp_path, small_corpus):
+    """File names are never read as rich markup: `bad[red]x` printed as `badx`, and `a[/]b`
+    crashed with MarkupError."""
+    (small_corpus / "a[").mkdir()
+    (small_corpus / "a[" / "]b.wav").write_bytes(b"")      # id "a[/]b"
+    (small_corpus / "bad[red]x.wav").write_bytes(b"RIFF")
+    out = tmp_path / "s[bold].zarr"
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "extract", str(small_corpus),
+                        "--out", str(out), "-q"], capture_output=True, text=True,
+                       env={**os.environ, "COLUMNS": "400"})
+    assert r.returncode == 1, r.stderr
+    assert "MarkupError" not in r.stderr
+    assert "a[/]b" in r.stderr and "bad[red]x" in r.stderr
+
+
+@pytest.fixture()
+def small_store(tmp_path, small_corpus):
+    from pipeline.invert import invert
+    store = tmp_path / "s.zarr"
+    assert extract(small_corpus, store, load_config("mel80-16k"), with_mag=True, progress=False).ok
+    assert invert(store, "pinv", progress=False).ok
+    return store
+
+
+def test_resume_refuses_wavs_of_other_settings(tmp_path, small_store):
+    """`phase` into a folder of wavs made with other --iters reported 'already complete'."""
+    from pipeline.phase import phase
+    out = tmp_path / "wavs"
+    assert phase(small_store, out, n_iter=4, progress=False).done == 2
+    assert phase(small_store, out, n_iter=4, progress=False).done == 0        # a true resume
+    from pipeline.results import OutputError
+    with pytest.raises(OutputError, match="iters: 4 -> 8"):
+        phase(small_store, out, n_iter=8, progress=False)
+    (out / "keep.txt").write_text("mine")
+    res = phase(small_store, out, n_iter=8, overwrite=True, progress=False)
+    assert res.done == 2 and (out / "keep.txt").read_text() == "mine"
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    shutil.copy(next(out.glob("*.wav")), stray)                              # no run record
+    with pytest.raises(OutputError, match="no record of the run"):
+        phase(small_store, stray, n_iter=8, progress=False)
+
+
+def test_vocode_resume_refuses_another_preset(tmp_path, tts_mels):
+    cfg, mel = tts_mels
+    d = tmp_path / "mels"
+    d.mkdir()
+    np.save(d / "utt.npy", mel)
+    out = tmp_path / "out"
+    assert vocode(d, out, cfg, method="pinv", n_iter=4, progress=False).done == 1
+    from pipeline.results import OutputError
+    with pytest.raises(OutputError, match="another run"):
+        vocode(d, out, load_config("espnet-22k"), method="pinv", n_iter=4, progress=False)
+
+
+def test_read_only_output_fails_in_one_line_before_work(tmp_path, small_store):
+    if os.geteuid() == 0:
+        ro = "/proc/pipeline-out"         # root ignores permission bits; /proc refuses anyone
+    else:
+        ro_dir = tmp_path / "ro"
+        ro_dir.mkdir(mode=0o555)
+        ro = str(ro_dir / "wavs")
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "phase", str(small_store),
+                        "--out", ro, "-q"], capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    assert "cannot write to" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) <= 2
+
+
+def test_store_sources_are_absolute(tmp_path, small_corpus, monkeypatch):
+    """A store made from a relative folder is scored from another working directory."""
+    from pipeline.store import Store
+    monkeypatch.chdir(small_corpus.parent)
+    store = tmp_path / "rel.zarr"
+    assert extract(small_corpus.name, store, load_config("mel80-16k"), progress=False).ok
+    assert all(os.path.isabs(e.source) for e in Store(store).all_entries())
+
+
+@pytest.mark.parametrize("args, words", [
+    (["phase", "{store}", "--out", "O", "--init", "nope"], "unknown initial phase"),
+    (["phase", "{store}", "--out", "O", "--algo", "foo"], "unknown algorithm"),
+    (["vocode", "M", "--out", "O", "--method", "foo"], "unknown method"),
+    (["vocode", "M", "--out", "O", "--algo", "degli", "--preset", "espnet-22k"], "DeGLI"),
+])
+def test_bad_choices_fail_in_one_line_before_any_work(tmp_path, small_store, tts_mels, args, words):
+    cfg, mel = tts_mels
+    (tmp_path / "M").mkdir()
+    np.save(tmp_path / "M" / "a.npy", mel)
+    args = [a.replace("{store}", str(small_store)) for a in args]
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", *args, "-q"], capture_output=True,
+                       text=True, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert words in r.stderr and "Traceback" not in r.stderr and "File \"" not in r.stderr
+    assert not (tmp_path / "O").exists() or not any((tmp_path / "O").glob("*.wav"))
+
+
+def test_source_true_needs_true_magnitudes(tmp_path, small_corpus):
+    from pipeline.phase import phase
+    store = tmp_path / "nomag.zarr"
+    extract(small_corpus, store, load_config("mel80-16k"), progress=False)
+    with pytest.raises(ValueError, match="without --with-mag"):
+        phase(store, tmp_path / "w", source="true", progress=False)
+
+
+def test_predict_one_sample_says_why(tmp_path):
+    sf.write(tmp_path / "one.wav", np.zeros(1, np.float32), 16000)
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "predict", str(tmp_path / "one.wav"),
+                        "--out", str(tmp_path / "p"), "--method", "pinv"], capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and "at least one frame" in r.stderr, r.stderr
+    assert not (tmp_path / "p").exists()

@@ -19,7 +19,7 @@ from ..batching import buckets, resolve_device, stack_frames, workers_for
 from ..config import AudioConfig
 from ..manifest import Failure
 from ..parallel import run_tasks, threads_per_worker
-from ..results import StageResult, write_failures
+from ..results import StageResult, check_writable, claim_output, write_failures
 from ..store import Store, store_items
 from .degli import degli
 from .gla import fgla, gla
@@ -33,6 +33,7 @@ ALGOS: dict[str, Callable] = {"gla": gla, "fgla": fgla, "degli": degli, "admm": 
 # STFT has too little redundancy for consistency to add detail: joint 2.44 vs fixed 2.55 PESQ
 # (tests/test_joint.py), while every 75 %-overlap preset gains 0.1-0.8.
 PROJECTS = ("auto", "mag", "mel")
+INITS = ("zeros", "random", "pghi")
 
 
 def resolve_project(project: str, cfg: AudioConfig) -> str:
@@ -249,16 +250,21 @@ def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *, n_
           source: str = "mag", init: str = "zeros", device: str = "auto", workers: int = 1,
           batch_frames: int = PHASE_BATCH_FRAMES, seed: int = 0, cluster: str = "local",
           profile: str | None = None, progress: bool = True, threads: int | None = None,
-          project: str = "auto", **extra) -> StageResult:
+          project: str = "auto", overwrite: bool = False, **extra) -> StageResult:
     """Reconstruct waveforms for every utterance of the store into ``out_dir``.
 
     ``project``: ``mag`` holds the store's magnitudes fixed; ``mel`` refines them within the
     store's mel while iterating (joint mel inversion; ``algo="admm"`` always does); ``auto``
     (default): ``mel`` unless the config's frames overlap by less than 75 %, or ``source`` is
     ``true`` (phase-only evaluation) or the algorithm is ``degli``.
-    ``threads``: torch threads per worker (default: cores / workers)."""
+    ``threads``: torch threads per worker (default: cores / workers). A resume keeps the wavs
+    only when the store and every setting match the run that wrote them (``out_dir``'s run
+    record); ``overwrite`` removes this run's wavs first, and nothing else.
+    """
     t0 = time.perf_counter()
     check_route(algo, project, None)
+    if init not in INITS:
+        raise ValueError(f"unknown initial phase {init!r}: choose one of {', '.join(INITS)}")
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}: 'mag' (written by invert) or 'true'")
     store = Store(store_path)
@@ -282,10 +288,21 @@ def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *, n_
                              "phase-only weights (`pipeline train degli` without --after-model)")
         if net.hparams.magnitude == "model":
             _check_inverter(store, extra.get("weights"), net.hparams.invert_weights)
+    if source == "true" and any(not store.shard_attrs(n).get("with_mag", True)
+                                for n in store.shard_names()):
+        raise ValueError(f"{store_path}: no true magnitudes (extracted without --with-mag): "
+                         "use --source mag, or re-extract with --with-mag")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out)
     for stale in out.rglob(".tmp-*.wav"):     # left by a run killed mid-write
         stale.unlink(missing_ok=True)
+    mags = {n: {k: v for k, v in store.shard_attrs(n).get("mag", {}).items()
+                if k in ("method", "weights", "weights_sha256")} for n in store.shard_names()}
+    record = {"stage": "phase", "store": str(Path(store_path).resolve()),
+              "store_created": store.root.attrs.get("created"), "magnitudes": mags,
+              "algo": algo, "iters": n_iter, "source": source, "init": init, "project": project,
+              "seed": seed, "options": {k: v for k, v in sorted(extra.items())}}
+    claim_output(out, record, [wav_path(out, e.id) for e in store.all_entries()], overwrite)
     workers = workers_for(device, workers)
     threads = threads or threads_per_worker(workers, cluster, profile)
     job = PhaseJob(str(store_path), str(out), algo, n_iter, source, init, device, batch_frames,
