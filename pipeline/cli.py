@@ -161,9 +161,12 @@ class Device(str, Enum):
 @app.command()
 def invert(
     store: Path = typer.Argument(..., help="Store written by `pipeline extract`."),
-    method: str = typer.Option("model", "--method", "-m",
+    method: str = typer.Option("pinv", "--method", "-m",
                                help="pinv (pseudo-inverse), nnls (non-negative least squares), "
-                                    "or model (PInv + conv autoencoder, shipped weights)."),
+                                    "or model (PInv + conv autoencoder, shipped weights). pinv "
+                                    "is the default start of the joint phase route (`phase "
+                                    "--project mel`), where the model gains nothing over it; "
+                                    "with the magnitude held fixed (`--project mag`) use model."),
     weights: Optional[str] = typer.Option(None, help="Weights name (weights/NAME.pt) or path; "
                                           "default: the shipped ones matching the store's config."),
     device: Device = typer.Option(Device.auto, help="auto picks CUDA when available."),
@@ -198,7 +201,9 @@ def phase(
                              "mels) or degli (Deep Griffin-Lim; shipped net for mel80-16k: "
                              "learned first 8 iterations, FGLA after; ~28x slower per iteration "
                              "on CPU, no better than fgla per second: BENCHMARKS.md)."),
-    iters: int = typer.Option(100, "--iters", "-n", min=0, help="Iterations (degli: blocks)."),
+    iters: Optional[int] = typer.Option(None, "--iters", "-n", min=0, help="Iterations (degli: "
+                                        "blocks). Default: 800 on the joint route (--project "
+                                        "mel), 100 with the magnitude fixed (BENCHMARKS.md)."),
     project: str = typer.Option("auto", "--project", help="What each iteration projects onto: "
                                 "mel (joint mel inversion: the magnitude from invert is only the "
                                 "start, refined within the store's mel; +0.2-0.6 PESQ on 80 mels) "
@@ -242,7 +247,8 @@ def phase(
                   **extra)
     except (*_errors(), WeightsError, ValueError) as exc:
         _fail(str(exc))
-    _report(res, f"reconstructed ({algo}, {iters} iterations, projected on the {project})")
+    _report(res, f"reconstructed ({algo}{f', {iters} iterations' if iters is not None else ''}, "
+                 f"--project {project})")
 
 
 @app.command()
@@ -312,10 +318,12 @@ def vocode(
     mels: Path = typer.Argument(..., help="A folder of mel files (.npy/.npz/.pt) or one file."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for <id>.wav and vocode-report.csv."),
     preset: str = typer.Option("hifigan-22k", help="Mel convention: a configs/ name or TOML path."),
-    method: str = typer.Option("model", help="pinv, nnls or model."),
+    method: str = typer.Option("pinv", help="pinv, nnls or model (the start of the phase "
+                               "iterations; pinv is as good as model on the joint route)."),
     weights: Optional[str] = typer.Option(None, help="Inversion weights (default: shipped for the preset)."),
     algo: str = typer.Option("fgla", help="Phase algorithm: gla, fgla, admm or degli."),
-    iters: int = typer.Option(100, min=0, help="Phase iterations."),
+    iters: Optional[int] = typer.Option(None, min=0, help="Phase iterations (default: 800 joint, "
+                                        "100 with the magnitude fixed)."),
     project: str = typer.Option("auto", "--project", help="mel: refine the magnitude within the "
                                 "input mel while iterating (joint mel inversion); mag: hold it "
                                 "fixed; auto: mel where frames overlap by >= 75 %."),
@@ -370,10 +378,11 @@ def predict(
     audio: Path = typer.Argument(..., help="An audio file."),
     out: Path = typer.Option(Path("predict-out"), "--out", "-o", help="Output folder."),
     config: str = typer.Option("mel80-16k", "--config", "-c", help="Mel convention."),
-    method: str = typer.Option("model", help="pinv, nnls or model."),
+    method: str = typer.Option("pinv", help="pinv, nnls or model."),
     weights: Optional[str] = typer.Option(None, help="Inversion weights."),
     algo: str = typer.Option("fgla", help="Phase algorithm."),
-    iters: int = typer.Option(100, min=0, help="Phase iterations."),
+    iters: Optional[int] = typer.Option(None, min=0, help="Phase iterations (default: 800 joint, "
+                                        "100 with the magnitude fixed)."),
     project: str = typer.Option("auto", "--project", help="mel (joint mel inversion), mag or auto."),
     device: Device = typer.Option(Device.auto),
 ) -> None:

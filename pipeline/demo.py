@@ -1,7 +1,8 @@
 """``make demo``: the whole pipeline on the embedded test corpus (pocketsphinx-testdata).
 
-extract (80 mels, with true magnitudes) -> invert (learned model, NNLS when no shipped weights
-match) -> FGLA 100 iterations -> score against the original audio.
+extract (80 mels, with true magnitudes) -> invert (pseudo-inverse) -> phase on the default route
+(joint mel inversion: FGLA whose iterations refine the magnitude within the mel, 800
+iterations) -> score against the original audio.
 """
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from .extract import extract
 from .invert import invert
 from .manifest import prepare_pocketsphinx
 from .phase import phase
+from .phase.stage import default_iters
 from .score import score
-from .weights import WeightsError, pick_for
 
 
-def run(out: Path, config: str = "mel80-16k", iters: int = 100, workers: int = 1) -> dict:
+def run(out: Path, config: str = "mel80-16k", iters: int | None = None, workers: int = 1) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / "pocketsphinx.jsonl"
     utts = prepare_pocketsphinx(manifest)
@@ -25,17 +26,14 @@ def run(out: Path, config: str = "mel80-16k", iters: int = 100, workers: int = 1
     store = out / f"pocketsphinx-{config}.zarr"
     print(f"[1/4] extract {len(utts)} utterances ({sum(u.duration for u in utts):.1f} s) -> {store}")
     r = extract(manifest, store, cfg, with_mag=True, workers=workers, shard_seconds=15)
-    try:
-        pick_for(cfg, "PInvConvSkip")
-        method = "model"
-    except WeightsError:
-        method = "nnls"
+    method = "pinv"
     print(f"[2/4] invert mel -> magnitude with {method}")
     invert(store, method, workers=workers)
-    wavs = out / f"wav-{method}-fgla{iters}"
-    print(f"[3/4] phase: FGLA {iters} iterations -> {wavs}")
+    iters = iters if iters is not None else default_iters("fgla", "auto", cfg)
+    wavs = out / f"wav-{method}-joint{iters}"
+    print(f"[3/4] phase: joint mel inversion, {iters} iterations -> {wavs}")
     phase(store, wavs, "fgla", n_iter=iters, workers=workers)
-    report = out / f"report-{method}-fgla{iters}.csv"
+    report = out / f"report-{method}-joint{iters}.csv"
     print(f"[4/4] score against the originals -> {report}")
     res = score(wavs, report, store, plot=True)
     print()
@@ -52,7 +50,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, default=Path("demo-out"))
     ap.add_argument("--config", default="mel80-16k")
-    ap.add_argument("--iters", type=int, default=100)
+    ap.add_argument("--iters", type=int, default=None, help="default: the phase stage's (800)")
     ap.add_argument("--workers", type=int, default=1)
     a = ap.parse_args()
     res = run(a.out, a.config, a.iters, a.workers)

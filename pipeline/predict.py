@@ -13,16 +13,17 @@ from .config import AudioConfig
 from .invert.stage import invert_frames
 from .mel import mel_spectrogram
 from .metrics import MetricError, pesq_wb, stoi
-from .phase.stage import reconstruct
+from .phase.stage import default_iters, reconstruct
 from .results import check_writable
 from .plots import spectrogram_pair
 
 
-def predict(audio: str | Path, out: str | Path, cfg: AudioConfig, *, method: str = "model",
-            weights: str | None = None, algo: str = "fgla", n_iter: int = 100,
+def predict(audio: str | Path, out: str | Path, cfg: AudioConfig, *, method: str = "pinv",
+            weights: str | None = None, algo: str = "fgla", n_iter: int | None = None,
             device: str = "auto", project: str = "auto") -> dict:
     """Reconstruct ``audio`` from its mel; writes ``<stem>.wav``, ``.png`` and ``.json`` in ``out``."""
     audio, out = Path(audio), Path(out)
+    n_iter = n_iter if n_iter is not None else default_iters(algo, project, cfg)
     dev = resolve_device(device)
     y = load(audio, cfg.sample_rate)
     if len(y) < cfg.win_length:

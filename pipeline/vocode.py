@@ -228,8 +228,8 @@ def vocode_files(items: list[tuple[str, str]], out_dir: str, cfg_dict: dict, met
     return {"rows": rows, "failures": failures}
 
 
-def vocode(src: str | Path, out: str | Path, cfg: AudioConfig, *, method: str = "model",
-           weights: str | None = None, algo: str = "fgla", n_iter: int = 100,
+def vocode(src: str | Path, out: str | Path, cfg: AudioConfig, *, method: str = "pinv",
+           weights: str | None = None, algo: str = "fgla", n_iter: int | None = None,
            device: str = "auto", workers: int = 1, files_per_task: int = 16,
            batch_frames: int | None = None, progress: bool = True, project: str = "auto",
            overwrite: bool = False) -> VocodeResult:
@@ -241,10 +241,12 @@ def vocode(src: str | Path, out: str | Path, cfg: AudioConfig, *, method: str = 
     only when the input folder and every setting match the run that wrote them; ``overwrite``
     removes this run's wavs first, and nothing else."""
     from .invert.methods import METHODS
-    from .phase.stage import check_route
+    from .phase.stage import check_route, default_iters
 
     t0 = time.perf_counter()
     check_route(algo, project, cfg)
+    if n_iter is None:
+        n_iter = default_iters(algo, project, cfg)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
     if algo == "degli":

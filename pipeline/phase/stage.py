@@ -40,6 +40,18 @@ def resolve_project(project: str, cfg: AudioConfig) -> str:
     if project == "auto":
         return "mel" if cfg.n_fft >= 4 * cfg.hop_length else "mag"
     return project
+
+
+# Default iterations per route, from the curves (BENCHMARKS.md, joint mel inversion): FGLA on
+# a fixed magnitude gains nothing past ~100; the joint route is still gaining at 400 (test
+# corpus 3.57 / 3.69 / 3.74 PESQ at 100 / 400 / 800 from the pseudo-inverse).
+DEFAULT_ITERS = {"mag": 100, "mel": 800}
+
+
+def default_iters(algo: str, project: str, cfg: AudioConfig) -> int:
+    """``--iters`` when none is given: by the route that ``algo`` and ``project`` resolve to."""
+    joint = algo == "admm" or (algo != "degli" and resolve_project(project, cfg) == "mel")
+    return DEFAULT_ITERS["mel" if joint else "mag"]
 SOURCES = {"mag": "mag", "true": "mag_true"}
 # Padded frames per batch. Small batches keep FGLA's working set in cache: measured RTF
 # 0.024 at 256 frames vs 0.062 at 4000 (benchmarks/phase.py, 2 cores).
@@ -246,7 +258,8 @@ def _check_inverter(store: Store, degli_weights: str | None, inverter: str | Non
                              f"--method model --weights {inverter}` or use --algo fgla")
 
 
-def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *, n_iter: int = 100,
+def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *,
+          n_iter: int | None = None,
           source: str = "mag", init: str = "zeros", device: str = "auto", workers: int = 1,
           batch_frames: int = PHASE_BATCH_FRAMES, seed: int = 0, cluster: str = "local",
           profile: str | None = None, progress: bool = True, threads: int | None = None,
@@ -257,6 +270,7 @@ def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *, n_
     store's mel while iterating (joint mel inversion; ``algo="admm"`` always does); ``auto``
     (default): ``mel`` unless the config's frames overlap by less than 75 %, or ``source`` is
     ``true`` (phase-only evaluation) or the algorithm is ``degli``.
+    ``n_iter``: default by route (:data:`DEFAULT_ITERS`).
     ``threads``: torch threads per worker (default: cores / workers). A resume keeps the wavs
     only when the store and every setting match the run that wrote them (``out_dir``'s run
     record); ``overwrite`` removes this run's wavs first, and nothing else.
@@ -272,6 +286,8 @@ def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *, n_
     if project == "auto":
         project = "mag" if source == "true" or algo == "degli" else resolve_project(project,
                                                                                    store.config)
+    if n_iter is None:
+        n_iter = default_iters(algo, project, store.config)
     marker = "mag" if source == "mag" else "complete"
     missing = store.incomplete(marker)
     if missing:
