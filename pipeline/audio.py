@@ -29,6 +29,8 @@ def info(path: str | Path, raw_sample_rate: int = 16000) -> dict:
         raise AudioError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: empty file (0 bytes)")
+    if not os.access(path, os.R_OK):     # libsndfile says only "System error."
+        raise AudioError(f"permission denied: {path}")
     if raw_format(path):
         n = path.stat().st_size // 2
         return {"sample_rate": raw_sample_rate, "channels": 1, "num_samples": n,

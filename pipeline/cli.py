@@ -488,7 +488,7 @@ def train_invert(
 @app.command()
 def info(store: Path = typer.Argument(..., help="A store written by `pipeline extract`.")) -> None:
     """Summarise a store: config, utterances, arrays and completion of each stage."""
-    from .store import Store
+    from .store import Store, failures_csv_path
 
     try:
         s = Store(store)
@@ -505,7 +505,12 @@ def info(store: Path = typer.Argument(..., help="A store written by `pipeline ex
         todo = s.incomplete(marker)
         print(f"{'extract' if marker == 'complete' else 'invert':10} "
               f"{len(s.shard_names()) - len(todo)}/{len(s.shard_names())} shards complete")
-    print(f"failures   {len(s.failures())}")
+    counts = []
+    for stage in ("extract", "invert"):   # every failure a run recorded, header failures too
+        csv_path = failures_csv_path(s.path, "" if stage == "extract" else stage)
+        n = sum(1 for _ in csv_path.open(encoding="utf-8")) - 1 if csv_path.exists() else 0
+        counts.append(f"{stage} {n}" + (f" ({csv_path})" if n else ""))
+    print(f"failures   {', '.join(counts)}")
 
 
 @cluster_app.command("script")

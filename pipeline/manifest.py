@@ -60,11 +60,40 @@ def utterance_id(path: Path, root: Path | None) -> str:
     return rel.with_suffix("").as_posix()
 
 
-def scan_folder(root: str | Path, extensions: Iterable[str] = AUDIO_EXTENSIONS) -> list[Path]:
-    """Audio files below ``root`` (sorted), by extension."""
+# Audio containers we cannot decode: a file with one of these is an input that fails (with how
+# to convert it), not a file to pass over in silence like a README.
+UNSUPPORTED_AUDIO = (".m4a", ".aac", ".mp4", ".wma", ".webm", ".amr", ".3gp", ".caf", ".ape",
+                     ".wv", ".ac3")
+
+
+def scan_folder(root: str | Path, extensions: Iterable[str] = AUDIO_EXTENSIONS,
+                problems: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """Audio files below ``root`` (sorted), by extension (case-insensitive).
+
+    ``problems``, when given, receives ``(path, reason)`` for what could not be taken: a
+    folder that cannot be listed (permission denied) and audio in a format we cannot read."""
     root = Path(root)
     exts = {e.lower() for e in extensions}
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in exts and not p.name.startswith("."))
+    found = []
+
+    def unreadable(err: OSError) -> None:
+        if problems is not None:
+            why = "permission denied" if isinstance(err, PermissionError) else err.strerror
+            problems.append((Path(err.filename), f"{why}: {err.filename} (its files are not read)"))
+
+    for folder, dirs, files in os.walk(root, onerror=unreadable):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            p = Path(folder) / name
+            suffix = p.suffix.lower()
+            if name.startswith("."):
+                continue
+            if suffix in exts:
+                found.append(p)
+            elif problems is not None and suffix in UNSUPPORTED_AUDIO:
+                problems.append((p, f"{p}: {suffix} audio cannot be read; convert it first "
+                                    f"(ffmpeg -i '{p.name}' '{p.stem}.wav')"))
+    return sorted(found)
 
 
 def describe(path: Path, uid: str) -> tuple[Utterance | None, Failure | None]:
@@ -99,10 +128,15 @@ def manifest_from_folder(root: str | Path) -> tuple[list[Utterance], list[Failur
     root = Path(root)
     if not root.is_dir():
         raise ManifestError(f"{root}: not a folder")
-    files = scan_folder(root)
+    problems: list[tuple[Path, str]] = []
+    files = scan_folder(root, problems=problems)
+    skipped = [Failure(utterance_id(p, root) if p != root else str(p), str(p), "manifest", why)
+               for p, why in problems]
     if not files:
-        raise ManifestError(f"{root}: no audio files found (looked for {', '.join(AUDIO_EXTENSIONS)})")
-    return manifest_from_paths(files, root)
+        raise ManifestError(f"{root}: no audio files found (looked for {', '.join(AUDIO_EXTENSIONS)})"
+                            + (f"; {skipped[0].reason}" if skipped else ""))
+    utts, fails = manifest_from_paths(files, root)
+    return utts, skipped + fails
 
 
 def check_id(uid: str) -> str | None:

@@ -119,8 +119,10 @@ def pick_for(config: AudioConfig, arch: str) -> str:
             return name
     command = {"PInvConvSkip": "invert", "DeGLI": "degli"}.get(arch, arch)
     raise WeightsError(f"no shipped {arch} weights for audio config {config.name!r}; "
-                       f"shipped: {', '.join(available(arch)) or 'none'}; train some with "
-                       f"`pipeline train {command}` and pass --weights PATH")
+                       f"shipped: {', '.join(available(arch)) or 'none'}; "
+                       + ("use --method pinv or nnls (no weights needed), or " if command == "invert"
+                          else "use --algo fgla, or ")
+                       + f"train some with `pipeline train {command}` and pass --weights PATH")
 
 
 def load_invert_model(name_or_path: str | Path | None, config: AudioConfig,

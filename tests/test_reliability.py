@@ -1,6 +1,7 @@
 """Nothing lost, nothing written where it should not be: one test per reliability bug
 (each failed before its fix)."""
 import json
+from pathlib import Path
 import os
 import shutil
 import stat
@@ -245,3 +246,68 @@ def test_predict_one_sample_says_why(tmp_path):
                        text=True)
     assert r.returncode == 2 and "at least one frame" in r.stderr, r.stderr
     assert not (tmp_path / "p").exists()
+
+
+def test_info_counts_every_failure(tmp_path, small_corpus):
+    (small_corpus / "zero.wav").write_bytes(b"")                # a header failure (before shards)
+    (small_corpus / "bad.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 8)
+    store = tmp_path / "s.zarr"
+    res = extract(small_corpus, store, load_config("mel80-16k"), progress=False)
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "info", str(store)],
+                       capture_output=True, text=True)
+    assert f"extract {len(res.failures)} (" in r.stdout and len(res.failures) == 2, r.stdout
+
+
+def test_no_weights_suggests_the_methods_that_need_none(tmp_path, tts_mels):
+    from pipeline.weights import WeightsError, pick_for
+    with pytest.raises(WeightsError, match="use --method pinv or nnls"):
+        pick_for(load_config("espnet-22k"), "PInvConvSkip")
+
+
+def test_no_input_is_skipped_in_silence(tmp_path, small_corpus, monkeypatch):
+    """.m4a audio and folders that cannot be listed get failure rows; a file that cannot be
+    opened says 'permission denied' (libsndfile said 'System error.')."""
+    import pipeline.audio as audio_mod
+    import pipeline.manifest as man
+
+    (small_corpus / "talk.M4A").write_bytes(b"\x00" * 64)
+    (small_corpus / "README.txt").write_text("not audio")
+    locked = small_corpus / "locked"
+    locked.mkdir()
+    shutil.copy(next(small_corpus.glob("*.wav")), locked / "x.wav")
+    secret = next(small_corpus.glob("*.wav"))
+    real_walk, real_access = os.walk, os.access
+
+    def walk(top, onerror=None, **kw):      # root passes permission bits: simulate the refusal
+        for folder, dirs, files in real_walk(top, onerror=onerror, **kw):
+            if Path(folder) == locked:
+                onerror(PermissionError(13, "Permission denied", str(locked)))
+                dirs[:] = []
+                continue
+            yield folder, dirs, files
+
+    monkeypatch.setattr(man.os, "walk", walk)
+    monkeypatch.setattr(audio_mod.os, "access",
+                        lambda p, mode: False if Path(p) == secret else real_access(p, mode))
+    res = extract(small_corpus, tmp_path / "s.zarr", load_config("mel80-16k"), progress=False)
+    reasons = {f.id: f.reason for f in res.failures}
+    assert "cannot be read; convert it first" in reasons["talk"]
+    assert reasons["locked"].startswith("permission denied")
+    assert reasons[secret.stem] == f"permission denied: {secret}"
+    assert "README" not in reasons and len(reasons) == 3
+
+
+def test_log10_mels_under_an_ln_preset_are_refused(tmp_path, wav_corpus):
+    """ESPnet (log10) mels vocoded with --preset hifigan-22k ran with exit 0 at PESQ 1.04."""
+    esp, hifi = load_config("espnet-22k"), load_config("hifigan-22k")
+    d = tmp_path / "mels"
+    d.mkdir()
+    for u in wav_corpus[:3]:
+        y = load(u.path, esp.sample_rate)
+        with torch.inference_mode():
+            np.save(d / f"{u.id.split('/')[-1]}.npy", mel_spectrogram(torch.from_numpy(y)[None], esp)[0].numpy())
+    res = vocode(d, tmp_path / "out", hifi, method="pinv", n_iter=4, progress=False)
+    assert res.done == 0 and len(res.failures) == 3
+    assert all("--preset espnet-22k" in f.reason for f in res.failures)
+    ok = vocode(d, tmp_path / "ok", esp, method="pinv", n_iter=4, progress=False)
+    assert ok.ok and ok.done == 3
