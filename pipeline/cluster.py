@@ -63,11 +63,40 @@ def make_slurm(profile: dict[str, Any]):
     return SLURMCluster(**cluster_kwargs(profile))
 
 
+class ClusterError(ConfigError):
+    """SLURM refuses the profile's jobs (a bad partition, account, QOS...): sbatch's words."""
+
+
+def check_submittable(cluster: Any) -> None:
+    """``sbatch --test-only`` on the job script, so that a job SLURM would refuse fails now
+    with sbatch's message: dask-jobqueue only logs a failed submission, and the run would
+    wait for workers that never come."""
+    import subprocess
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".sh") as fh:
+        fh.write(cluster.job_script())
+        fh.flush()
+        try:
+            r = subprocess.run(["sbatch", "--test-only", fh.name], capture_output=True,
+                               text=True, timeout=60)
+        except FileNotFoundError:
+            raise ClusterError("sbatch not found: --cluster slurm needs the SLURM client "
+                               "commands on this machine") from None
+        except subprocess.TimeoutExpired:
+            raise ClusterError("sbatch --test-only did not answer in 60 s: is slurmctld "
+                               "reachable?") from None
+    if r.returncode != 0:
+        msg = " ".join((r.stderr or r.stdout).split())
+        raise ClusterError(f"SLURM refuses the jobs of this profile: {msg}")
+
+
 @contextlib.contextmanager
 def slurm_cluster(profile_name: str | Path | None, jobs: int | None = None) -> Iterator[Any]:
     profile = load_profile(profile_name)
     cluster = make_slurm(profile)
     try:
+        check_submittable(cluster)
         cluster.scale(jobs=jobs if jobs and jobs > 1 else int(profile.get("jobs", 1)))
         yield cluster
     finally:

@@ -58,3 +58,18 @@ def test_slurm_run_equals_local_run(tmp_path, slurm, corpus_manifest, corpus):
         x, _ = sf.read(wl / f"{u.id}.wav", dtype="int16")
         y, _ = sf.read(ws / f"{u.id}.wav", dtype="int16")
         assert np.abs(x.astype(int) - y.astype(int)).max() <= 1, u.id
+
+
+def test_bad_partition_fails_in_seconds_with_sbatchs_words(tmp_path, slurm, corpus_manifest):
+    """A profile naming a partition SLURM does not have hung the run (jobs never start)."""
+    import time
+
+    from pipeline.cluster import ClusterError
+    bad = tmp_path / "bad.toml"
+    text = (REPO / "configs" / "cluster-slurm-local.toml").read_text()
+    bad.write_text(text.replace('queue = "debug"', 'queue = "nope"'))
+    t0 = time.perf_counter()
+    with pytest.raises(ClusterError, match="(?i)invalid partition"):
+        extract(corpus_manifest, tmp_path / "s.zarr", load_config("mel80-16k"), workers=2,
+                cluster="slurm", profile=str(bad), progress=False)
+    assert time.perf_counter() - t0 < 60

@@ -25,7 +25,7 @@ Shapes: magnitudes and spectrograms ``[B, T, F]``, mels ``[B, T, M]``.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -59,6 +59,8 @@ class MelTarget:
     A: torch.Tensor            # [M, F]
     power: float
     start: torch.Tensor | None = None   # [B, T, F] initial magnitude: kept where no band looks
+    _terms: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+    _low: torch.Tensor | None = field(default=None, repr=False)
 
     @classmethod
     def from_compressed(cls, mel: torch.Tensor, cfg: AudioConfig) -> "MelTarget":
@@ -69,10 +71,27 @@ class MelTarget:
         floor = lin <= cfg.clamp * 1.01
         return cls(lin.clamp_min(0), floor, A, cfg.power)
 
+    def terms(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``A^T`` ``[F, M]`` and ``A`` with each column divided by its sum ``[M, F]`` (zero
+        columns stay zero): the two matmuls of a multiplicative step."""
+        if self._terms is None:
+            cover = self.A.sum(0)
+            inv = torch.where(cover > 0, 1.0 / cover.clamp_min(EPS), torch.zeros_like(cover))
+            self._terms = (self.A.T.contiguous(), (self.A * inv).contiguous())
+        return self._terms
+
+    def unseen(self) -> torch.Tensor | None:
+        """Indices ``[K]`` of the bins no band sees, or None when every bin is seen."""
+        idx = torch.nonzero(self.A.sum(0) <= 0).flatten()
+        return idx if idx.numel() else None
+
     def goal(self, AP: torch.Tensor) -> torch.Tensor:
         """The mel to reach from a current mel ``AP``: the target, or ``min(AP, floor)``
-        where the target sits at the clamp floor."""
-        return torch.where(self.floor, torch.minimum(AP, self.mel), self.mel)
+        where the target sits at the clamp floor (one clamp: ``AP`` between a lower bound
+        of 0 at the floor, the target elsewhere, and the target)."""
+        if self._low is None:
+            self._low = torch.where(self.floor, torch.zeros_like(self.mel), self.mel)
+        return torch.clamp(AP, min=self._low, max=self.mel)
 
 
 def project_mel(mag: torch.Tensor, target: MelTarget, kind: str = "multiplicative",
@@ -92,22 +111,23 @@ def project_mel(mag: torch.Tensor, target: MelTarget, kind: str = "multiplicativ
             pinv = torch.linalg.pinv(target.A)
         P = torch.matmul(target.goal(AP).sub_(AP), pinv.T).add_(P).clamp_min_(0)
     elif kind == "multiplicative":
-        cover = target.A.sum(0)                              # A^T 1, [F]
-        inv_cover = torch.where(cover > 0, 1.0 / cover.clamp_min(EPS), torch.zeros_like(cover))
-        keep = (cover <= 0).to(P.dtype)                      # unseen bins: scale 1
+        AT, An = target.terms()
         for _ in range(steps):
-            AP = torch.matmul(P, target.A.T)
+            AP = torch.matmul(P, AT)
             ratio = target.goal(AP).div_(AP.clamp_min_(EPS))
-            P = P * torch.matmul(ratio, target.A).mul_(inv_cover).add_(keep)
+            P = P * torch.matmul(ratio, An)
     else:
         raise ValueError(f"unknown mel projection {kind!r}: use {' or '.join(PROJECTIONS)}")
     out = P if target.power == 1 else P.sqrt()
-    unseen = target.A.sum(0) <= 0
-    if target.start is not None and bool(unseen.any()):
+    unseen = target.unseen()
+    if unseen is not None:
         # bins no band sees (above fmax, DC): the mel says nothing there, so they keep the
-        # magnitude invert gave them; left free, consistency fills them with the spill of
-        # their neighbours (hifigan-22k, 8-11 kHz: PESQ 3.69 fixed -> 3.52 joint, NNLS start)
-        out = torch.where(unseen, target.start, out)
+        # magnitude invert gave them (or, without one, the magnitude they came with); left
+        # free, consistency fills them with the spill of their neighbours (hifigan-22k,
+        # 8-11 kHz: PESQ 3.69 fixed -> 3.52 joint, NNLS start)
+        keep = mag if target.start is None else target.start
+        out = (out.clone() if out is mag else out).index_copy_(-1, unseen,
+                                                                keep.index_select(-1, unseen))
     return out
 
 
@@ -131,8 +151,8 @@ def mel_iterate(spec: torch.Tensor, target: MelTarget, pair: FramePair, n_iter: 
         ang = torch.sub(rebuilt, prev, alpha=alpha) if prev is not None and alpha else rebuilt
         prev = rebuilt
         mag, inv = _unit(ang)
-        new = project_mel(mag, target, kind, pinv, steps)
-        spec = pair.own_frames(ang * inv.mul_(new))   # batch padding stays silent
+        scale = inv.mul_(project_mel(mag, target, kind, pinv, steps)).mul_(pair.frame_mask)
+        spec = ang * scale if ang is rebuilt else ang.mul_(scale)   # padding frames silent
     return spec
 
 
