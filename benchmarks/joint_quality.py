@@ -11,7 +11,8 @@ Held out of the learned inverter's training (asterisk en/fr/es, klettres/ktuberl
 Russian asterisk voice, 20 prompts of 1.5-8 s (58.4 s):
 
     pipeline prepare asterisk --languages ru --out data/asterisk-ru
-    .venv/bin/python benchmarks/joint_quality.py --manifest data/asterisk-ru/asterisk-train.jsonl \
+    cat data/asterisk-ru/asterisk-{train,val}.jsonl > data/asterisk-ru/all.jsonl
+    .venv/bin/python benchmarks/joint_quality.py --manifest data/asterisk-ru/all.jsonl \
         --every 12 --min-dur 1.5 --max-dur 8 --limit 20
 """
 from __future__ import annotations
