@@ -22,7 +22,8 @@ from ..parallel import run_tasks, threads_per_worker
 from ..results import StageResult, check_writable, claim_output, write_failures
 from ..store import Store, store_items
 from .degli import degli
-from .gla import fgla, gla
+from .gla import fgla, gla, initial_phase
+from .stft import FramePair
 from .joint import joint
 from ..invert.stage import mel_floor
 
@@ -82,11 +83,71 @@ def check_route(algo: str, project: str, cfg: AudioConfig | None) -> None:
                          "mel (power = 2): use --algo fgla --project mel")
 
 
+# Long items in chunks: an hour-long recording as one batch needs several full-length complex
+# spectrograms at once (a 20-minute item peaked at 2.65 GB). Chunks of CHUNK_FRAMES frames
+# overlap by CHUNK_OVERLAP frames on each side; each chunk starts from the phase its
+# predecessor found on the overlap (so neighbours agree there) and the outputs are
+# cross-faded across the overlap's middle half.
+LONG_FRAMES = 4096           # 65 s at 16 kHz / hop 256
+CHUNK_FRAMES = 2048
+CHUNK_OVERLAP = 32
+
+
+def _reconstruct_long(mag: np.ndarray, mel: np.ndarray | None, n_samples: int, cfg: AudioConfig,
+                      run: Callable, init: str, gen: torch.Generator, device: torch.device,
+                      chunk_frames: int) -> np.ndarray:
+    """One long item ``[T, F]`` in overlapping chunks (see :data:`CHUNK_FRAMES`)."""
+    T, hop, O = mag.shape[0], cfg.hop_length, CHUNK_OVERLAP
+    out = np.zeros(n_samples, np.float32)
+    bounds = list(range(0, T, chunk_frames))[1:]           # chunk k's core: [b_k, b_{k+1})
+    starts = [0] + [b - O for b in bounds]
+    ends = [b + O for b in bounds] + [T]
+    prev: torch.Tensor | None = None                        # previous chunk's STFT [1, T', F]
+    fade = O // 2 * hop                                     # half-width of the cross-fade
+    for k, (s, e) in enumerate(zip(starts, ends)):
+        m = torch.from_numpy(np.ascontiguousarray(mag[s:e]))[None].to(device)
+        length = min(n_samples - s * hop, _samples_for(e - s, cfg))
+        lengths = torch.tensor([length])
+        start: str | torch.Tensor = init
+        if prev is not None:
+            ph = initial_phase(m, init, gen, cfg)
+            ov = ends[k - 1] - s                            # frames shared with chunk k-1
+            shared = prev[:, -ov:][:, :e - s]
+            ph[:, :shared.shape[1]] = shared / shared.abs().clamp_min(1e-12)
+            start = ph
+        mm = None if mel is None else torch.from_numpy(
+            np.ascontiguousarray(mel[s:e]))[None].to(device)
+        x, pair = run(m, mm, lengths, gen, start)
+        prev = pair.stft(x)
+        y = pair.crop(x, [length])[0].float().cpu().numpy()
+        # weights: 1 in the core, linear ramps centred on the chunk boundaries
+        w = np.ones(length, np.float32)
+        pos = np.arange(length) + s * hop                   # original sample of each y sample
+        if k > 0:
+            c = bounds[k - 1] * hop
+            w *= np.clip((pos - (c - fade)) / (2 * fade), 0, 1)
+        if k < len(bounds):
+            c = bounds[k] * hop
+            w *= np.clip(((c + fade) - pos) / (2 * fade), 0, 1)
+        a = s * hop
+        out[a:a + length] += w * y
+    return out
+
+
+def _samples_for(n_frames: int, cfg: AudioConfig) -> int:
+    """The signal length whose STFT under ``cfg`` has ``n_frames`` frames."""
+    return (n_frames - 1) * cfg.hop_length if cfg.center else n_frames * cfg.hop_length
+
+
 def reconstruct(mags: list[np.ndarray], n_samples: list[int], cfg: AudioConfig, algo: str = "fgla",
                 *, n_iter: int = 100, init: str = "zeros", device: torch.device = torch.device("cpu"),
                 batch_frames: int = PHASE_BATCH_FRAMES, seed: int = 0, project: str = "mag",
-                mels: list[np.ndarray] | None = None, **kw) -> list[np.ndarray]:
+                mels: list[np.ndarray] | None = None, long_frames: int = LONG_FRAMES,
+                chunk_frames: int = CHUNK_FRAMES, **kw) -> list[np.ndarray]:
     """Magnitudes ``[T_i, F]`` -> waveforms of ``n_samples[i]`` samples, in length buckets.
+
+    Items longer than ``long_frames`` are reconstructed in chunks of ``chunk_frames``
+    (:func:`_reconstruct_long`), so memory stays flat in the item's length.
 
     ``project="mel"`` (and ``algo="admm"``, which is always joint) refine the magnitude within
     the compressed mels ``mels`` ``[T_i, M]`` while iterating (:mod:`pipeline.phase.joint`);
@@ -104,17 +165,27 @@ def reconstruct(mags: list[np.ndarray], n_samples: list[int], cfg: AudioConfig, 
         if algo == "gla":
             kw["momentum"] = 0.0
     fn = ALGOS[algo]
+
+    def run(mag: torch.Tensor, mel: torch.Tensor | None, lengths: torch.Tensor,
+            gen: torch.Generator, start: str | torch.Tensor) -> tuple[torch.Tensor, FramePair]:
+        if is_joint:
+            return joint(mag, mel, lengths, cfg, n_iter=n_iter, method=method, init=start,
+                         generator=gen, **kw)
+        return fn(mag, lengths, cfg, n_iter=n_iter, init=start, generator=gen, **kw)
+
     out: list[np.ndarray | None] = [None] * len(mags)
     for group in buckets([m.shape[0] for m in mags], batch_frames):
+        gen = torch.Generator().manual_seed(seed + zlib.crc32(str(sorted(group)).encode()))
+        if len(group) == 1 and mags[group[0]].shape[0] > long_frames:
+            i = group[0]
+            out[i] = _reconstruct_long(mags[i], None if mels is None else mels[i], n_samples[i],
+                                       cfg, run, init, gen, device, chunk_frames)
+            continue
         batch = stack_frames([mags[i] for i in group]).to(device)
         lengths = torch.tensor([n_samples[i] for i in group])
-        gen = torch.Generator().manual_seed(seed + zlib.crc32(str(sorted(group)).encode()))
-        if is_joint:
-            mel = stack_frames([mels[i] for i in group], fill).to(device)  # type: ignore[index]
-            x, pair = joint(batch, mel, lengths, cfg, n_iter=n_iter, method=method, init=init,
-                            generator=gen, **kw)
-        else:
-            x, pair = fn(batch, lengths, cfg, n_iter=n_iter, init=init, generator=gen, **kw)
+        mel = (stack_frames([mels[i] for i in group], fill).to(device)  # type: ignore[index]
+               if is_joint else None)
+        x, pair = run(batch, mel, lengths, gen, init)
         for i, y in zip(group, pair.crop(x, lengths.tolist())):
             out[i] = y.float().cpu().numpy()
     return out  # type: ignore[return-value]
