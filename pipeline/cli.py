@@ -131,7 +131,8 @@ def extract(
                                help="Preset name (configs/NAME.toml) or a TOML file."),
     with_mag: bool = typer.Option(False, "--with-mag", help="Also store true STFT magnitudes "
                                   "(training targets, phase-only evaluation)."),
-    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker processes."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker processes "
+                                "(local: at most one per core; SLURM: jobs)."),
     shard_seconds: float = typer.Option(60.0, callback=lambda v: _positive(v, "--shard-seconds"),
                                         help="Audio seconds per shard (unit of resume), > 0."),
     cluster: Cluster = typer.Option(Cluster.local, help="local processes or a SLURM cluster."),
@@ -173,7 +174,8 @@ def invert(
     batch_frames: int = typer.Option(1000, "--batch-frames", min=1, help="Padded frames per batch."),
     nnls_iters: int = typer.Option(50, help="Iterations of the NNLS solver (FISTA; 50 reach a "
                                    "relative mel residual of ~1e-5)."),
-    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker processes (CPU)."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker processes "
+                                "(CPU; local: at most one per core; SLURM: jobs)."),
     cluster: Cluster = typer.Option(Cluster.local, help="local processes or a SLURM cluster."),
     profile: Optional[str] = typer.Option(None, help="Cluster profile (configs/cluster-*.toml)."),
     overwrite: bool = typer.Option(False, help="Recompute shards already inverted."),
@@ -224,7 +226,8 @@ def phase(
     batch_frames: int = typer.Option(256, "--batch-frames", min=1, help="Padded frames per batch "
                                      "(small batches stay in cache: fastest on CPU)."),
     seed: int = typer.Option(0, help="Seed of the random initial phase."),
-    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker processes (CPU)."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker processes "
+                                "(CPU; local: at most one per core; SLURM: jobs)."),
     cluster: Cluster = typer.Option(Cluster.local, help="local processes or a SLURM cluster."),
     profile: Optional[str] = typer.Option(None, help="Cluster profile (configs/cluster-*.toml)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -268,7 +271,8 @@ def score(
                                           "mcd_plain without alignment. With references at "
                                           "another rate, every metric is computed at the lower "
                                           "of the two rates."),
-    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker processes."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker processes "
+                                "(local: at most one per core; SLURM: jobs)."),
     cluster: Cluster = typer.Option(Cluster.local, help="local processes or a SLURM cluster."),
     profile: Optional[str] = typer.Option(None, help="Cluster profile (configs/cluster-*.toml)."),
     plot: bool = typer.Option(False, help="Also write PNGs: histograms, best/worst spectrograms."),
@@ -529,9 +533,10 @@ def cluster_script(
 def main() -> None:
     try:
         app()
-    except KeyboardInterrupt:  # pragma: no cover
-        console.print("interrupted: completed shards are kept; re-run the same command to resume")
-        sys.exit(130)
+    except SystemExit as exc:
+        if exc.code == 130:     # typer's exit on Ctrl-C, which it leaves silent
+            console.print("interrupted: finished work is kept; re-run the same command to resume")
+        raise
 
 
 if __name__ == "__main__":

@@ -155,12 +155,22 @@ def local_client(workers: int, quiet: bool = True, settings: dict | None = None,
                               **(settings or {})}):
             _start_forkserver(preload)
             with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                              dashboard_address=None, silence_logs=40) as lc, \
+                              dashboard_address=None, silence_logs=40,
+                              preload=["pipeline.parallel"]) as lc, \
                     Client(lc) as client:
                 _restore_environ(saved)
                 yield client
     finally:                # also when start-up fails, or a nanny restarted a lost worker
         _restore_environ(saved)
+
+
+def dask_setup(worker: Any) -> None:
+    """Run by dask in each local worker process as it starts (``preload``): Ctrl-C reaches
+    the whole process group, and the workers leave the interrupt to this process, which
+    shuts the cluster down; interrupted themselves, each printed ~30 lines of traceback."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _restore_environ(saved: dict[str, str]) -> None:
@@ -174,6 +184,10 @@ def make_client(workers: int = 1, cluster: str = "local", profile: str | None = 
                 preload: Sequence[str] = ()) -> Iterator[Any]:
     """A dask Client for ``workers`` processes, or ``None`` for in-process serial running
     (``preload``: modules local workers import before they start)."""
+    if cluster == "local":
+        # more local processes than cores only compete (64 workers on 2 cores: workers died
+        # of memory, tasks failed, connection errors at exit)
+        workers = min(workers, cpu_count())
     if cluster == "local" and workers <= 1:
         yield None
         return
