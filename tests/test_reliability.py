@@ -190,15 +190,18 @@ def test_vocode_resume_refuses_another_preset(tmp_path, tts_mels):
         vocode(d, out, load_config("espnet-22k"), method="pinv", n_iter=4, progress=False)
 
 
-def test_read_only_output_fails_in_one_line_before_work(tmp_path, small_store):
+@pytest.mark.parametrize("stage", ["phase", "score"])
+def test_read_only_output_fails_in_one_line_before_work(tmp_path, small_store, stage):
     if os.geteuid() == 0:
         ro = "/proc/pipeline-out"         # root ignores permission bits; /proc refuses anyone
     else:
         ro_dir = tmp_path / "ro"
         ro_dir.mkdir(mode=0o555)
         ro = str(ro_dir / "wavs")
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "phase", str(small_store),
-                        "--out", ro, "-q"], capture_output=True, text=True)
+    args = ([stage, str(small_store), "--out", ro] if stage == "phase" else
+            [stage, "--ref", str(small_store), "--hyp", str(tmp_path), "--out", f"{ro}/r.csv"])
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", *args, "-q"], capture_output=True,
+                       text=True)
     assert r.returncode == 2, r.stderr
     assert "cannot write to" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) <= 2
