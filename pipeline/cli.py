@@ -536,7 +536,26 @@ def main() -> None:
     except SystemExit as exc:
         if exc.code == 130:     # typer's exit on Ctrl-C, which it leaves silent
             console.print("interrupted: finished work is kept; re-run the same command to resume")
+            _close_clusters_quietly()
         raise
+
+
+def _close_clusters_quietly() -> None:
+    """Close the dask clusters an interrupt left open (one interrupted while starting is
+    never entered, so no ``with`` closes it) here, silently, instead of dask's exit hook,
+    which printed a 30-line traceback for a worker still starting."""
+    import atexit
+    import contextlib
+    import logging
+
+    spec = sys.modules.get("distributed.deploy.spec")
+    if spec is None:
+        return
+    atexit.unregister(spec.close_clusters)
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+    for cluster in list(spec.SpecCluster._instances):
+        with contextlib.suppress(Exception):
+            cluster.close(timeout=10)
 
 
 if __name__ == "__main__":

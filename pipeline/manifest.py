@@ -83,7 +83,8 @@ def scan_folder(root: str | Path, extensions: Iterable[str] = AUDIO_EXTENSIONS,
 
     for folder, dirs, files in os.walk(root, onerror=unreadable):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in files:
+        # a folder named like audio is an input that fails ("is a directory"), and is searched
+        for name in [*files, *(d for d in dirs if Path(d).suffix.lower() in exts)]:
             p = Path(folder) / name
             suffix = p.suffix.lower()
             if name.startswith("."):

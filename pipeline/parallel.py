@@ -136,7 +136,18 @@ def _start_forkserver(preload: Sequence[str]) -> None:
         ctx.set_forkserver_preload(have + [m for m in preload if m not in have])
     os.environ.update({k: str(v) for k, v in
                        dask.config.get("distributed.nanny.pre-spawn-environ").items()})
-    mpf.ensure_running()
+    # The server inherits an ignored SIGINT (kept across exec), so a Ctrl-C while it imports
+    # torch does not print that import's traceback; its children, the workers, inherit it too.
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        mpf.ensure_running()
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, old)
 
 
 @contextlib.contextmanager

@@ -326,7 +326,11 @@ def test_ctrl_c_with_workers_ends_in_one_line_and_resumes(tmp_path, small_store)
            "--workers", "2", "--iters", "3000"]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          start_new_session=True)
-    time.sleep(5.0)              # the cluster is up (~2 s) and both workers are iterating
+    import psutil                # a dependency of dask.distributed
+    deadline = time.time() + 60  # until the forkserver has forked both workers
+    while time.time() < deadline and len(psutil.Process(p.pid).children(recursive=True)) < 4:
+        time.sleep(0.2)
+    time.sleep(2.0)              # and they are iterating
     os.killpg(p.pid, signal.SIGINT)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 130, err
