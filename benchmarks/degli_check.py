@@ -50,7 +50,7 @@ def main():
     ents, mags = ents[:step * a.utterances:step], list(mags[:step * a.utterances:step])
     if a.after_model:    # mags holds mels: invert them
         from pipeline.invert.stage import invert_frames
-        from pipeline.weights import load_invert_model
+        from pipeline.invert.model import load_invert_model
         mags = invert_frames(mags, cfg, "model", model=load_invert_model(a.after_model, cfg))
     refs = [load(e.source, cfg.sample_rate) for e in ents]
     n = [e.n_samples for e in ents]

@@ -32,7 +32,7 @@ from pipeline.invert.stage import invert_frames
 from pipeline.manifest import prepare_pocketsphinx
 from pipeline.phase import reconstruct
 from pipeline.store import Store
-from pipeline.weights import load_invert_model
+from pipeline.invert.model import load_invert_model
 
 
 def main():

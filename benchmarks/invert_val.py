@@ -19,7 +19,7 @@ from pipeline.metrics import MetricError, pesq_wb, stoi
 from pipeline.invert.stage import invert_frames
 from pipeline.phase import reconstruct
 from pipeline.store import Store
-from pipeline.weights import load_invert_model
+from pipeline.invert.model import load_invert_model
 
 
 def main():

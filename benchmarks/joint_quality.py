@@ -33,7 +33,8 @@ from pipeline.invert.stage import invert_frames
 from pipeline.manifest import read_manifest
 from pipeline.mel import compress, filterbank, ragged_batch, stft
 from pipeline.phase.stage import reconstruct
-from pipeline.weights import WeightsError, load_invert_model
+from pipeline.invert.model import load_invert_model
+from pipeline.weights import WeightsError
 
 REPO = Path(__file__).resolve().parent.parent
 

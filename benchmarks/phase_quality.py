@@ -51,7 +51,7 @@ def main():
         import torch
         from pipeline.invert.stage import invert_frames
         from pipeline.mel import mel_from_magnitude
-        from pipeline.weights import load_invert_model
+        from pipeline.invert.model import load_invert_model
         mels = [mel_from_magnitude(torch.from_numpy(m.T)[None], cfg)[0].T.numpy() for m in mags]
         mags = invert_frames(mels, cfg, "model", model=load_invert_model(a.invert_weights, cfg))
     reconstruct(mags[:2], lengths[:2], cfg, "fgla", n_iter=2)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+from importlib import resources
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ MEL_SCALES = ("slaney", "htk")
 NORMS = ("slaney", "none")
 PAD_MODES = ("constant", "reflect")
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# Presets are package data (a wheel carries them); the repo's top-level configs/ links here.
+CONFIG_DIR = Path(str(resources.files("pipeline") / "presets"))
 
 
 class ConfigError(ValueError):

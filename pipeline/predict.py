@@ -34,7 +34,7 @@ def predict(audio: str | Path, out: str | Path, cfg: AudioConfig, *, method: str
         mel = mel_spectrogram(torch.from_numpy(y)[None], cfg)[0].T.numpy()
     model = None
     if method == "model":
-        from .weights import load_invert_model
+        from .invert.model import load_invert_model
         model = load_invert_model(weights, cfg, dev)
     mag = invert_frames([mel], cfg, method, model=model, device=dev)
     rec = reconstruct(mag, [len(y)], cfg, algo, n_iter=n_iter, device=dev, project=project,

@@ -216,7 +216,7 @@ def vocode_files(items: list[tuple[str, str]], out_dir: str, cfg_dict: dict, met
     dev = resolve_device(device)
     model = None
     if method == "model":
-        from .weights import load_invert_model
+        from .invert.model import load_invert_model
         model = load_invert_model(weights, cfg, dev)
     rows, failures, mels, ids, raw = [], [], [], [], []
     for uid, path in items:
@@ -271,7 +271,7 @@ def vocode(src: str | Path, out: str | Path, cfg: AudioConfig, *, method: str = 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
     if algo == "degli":
-        from .weights import load_degli
+        from .phase.degli import load_degli
         load_degli(None, cfg)                    # fail early: no DeGLI weights for this preset
     items, _ = find_mels(src)
     by_id: dict[str, list[Path]] = {}
@@ -284,7 +284,8 @@ def vocode(src: str | Path, out: str | Path, cfg: AudioConfig, *, method: str = 
     out = Path(out)
     check_writable(out)
     if method == "model":
-        from .weights import load_invert_model, pick_for
+        from .invert.model import load_invert_model
+        from .weights import pick_for
         weights = weights or pick_for(cfg, "PInvConvSkip")
         load_invert_model(weights, cfg)          # fail early, naming a mismatching field
     record = {"stage": "vocode", "source": str(Path(src).resolve()), "audio": cfg.to_dict(),

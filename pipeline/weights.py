@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,9 @@ import torch
 
 from .config import AudioConfig
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+# Shipped weights are package data (a wheel carries them); the repo's top-level weights/ links
+# here.
+WEIGHTS_DIR = Path(str(resources.files("pipeline") / "pretrained"))
 
 
 class WeightsError(RuntimeError):
@@ -123,42 +126,3 @@ def pick_for(config: AudioConfig, arch: str) -> str:
                        + ("use --method pinv or nnls (no weights needed), or " if command == "invert"
                           else "use --algo fgla, or ")
                        + f"train some with `pipeline train {command}` and pass --weights PATH")
-
-
-def load_invert_model(name_or_path: str | Path | None, config: AudioConfig,
-                      device: torch.device | str = "cpu"):
-    from .invert.model import ModelConfig, PInvConvSkip
-
-    name_or_path = name_or_path or pick_for(config, "PInvConvSkip")
-    state, card = load_state(name_or_path)
-    audio = AudioConfig.from_dict(card["audio"])
-    diff = audio.diff(config)
-    if diff:
-        raise WeightsError(f"weights {name_or_path} were trained on another audio config than "
-                           f"the input's: {'; '.join(diff)}")
-    # cards written before ``mel_bound`` existed describe models trained without the clamp
-    model = PInvConvSkip(audio, ModelConfig(**{"mel_bound": False, **card["model"]}))
-    model.load_state_dict(state)
-    return model.to(device).eval()
-
-
-_DEGLI_CACHE: dict = {}
-
-
-def load_degli(name_or_path: str | Path | None, config: AudioConfig,
-               device: torch.device | str = "cpu"):
-    """The DeGLI residual net for ``config`` (cached per process: phase calls it per bucket)."""
-    from .phase.degli import DeGLIConfig, DeGLINet
-
-    name_or_path = name_or_path or pick_for(config, "DeGLI")
-    key = (str(name_or_path), config, str(device))
-    if key not in _DEGLI_CACHE:
-        state, card = load_state(name_or_path)
-        diff = AudioConfig.from_dict(card["audio"]).diff(config)
-        if diff:
-            raise WeightsError(f"DeGLI weights {name_or_path} were trained on another audio "
-                               f"config: {'; '.join(diff)}")
-        net = DeGLINet(AudioConfig.from_dict(card["audio"]), DeGLIConfig(**card["model"]))
-        net.load_state_dict(state)
-        _DEGLI_CACHE[key] = net.to(device).eval()
-    return _DEGLI_CACHE[key]

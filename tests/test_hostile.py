@@ -17,6 +17,7 @@ from pipeline.phase import phase
 from pipeline.score import score
 from pipeline.store import Store, StoreError
 from pipeline import weights as W
+from pipeline.invert.model import load_invert_model
 
 
 @pytest.fixture()
@@ -86,12 +87,12 @@ def test_weights_bad_checksum_and_pickle(tmp_path):
     cfg = AudioConfig()
     m = PInvConvSkip(cfg)
     path = W.save(m.state_dict(), m.card(), tmp_path / "w.pt")
-    model = W.load_invert_model(path, cfg)
+    model = load_invert_model(path, cfg)
     assert not model.training
     with open(path, "ab") as fh:
         fh.write(b"\0")
     with pytest.raises(W.WeightsError, match="checksum mismatch"):
-        W.load_invert_model(path, cfg)
+        load_invert_model(path, cfg)
 
     class Evil:
         def __reduce__(self):
@@ -103,7 +104,7 @@ def test_weights_bad_checksum_and_pickle(tmp_path):
     card["sha256"] = W.sha256(evil)
     evil.with_suffix(".json").write_text(json.dumps(card))
     with pytest.raises(W.WeightsError, match="weights_only"):
-        W.load_invert_model(evil, cfg)
+        load_invert_model(evil, cfg)
     with pytest.raises(W.WeightsError, match="n_mels: 80 != 250"):
-        W.load_invert_model(W.save(m.state_dict(), m.card(), tmp_path / "ok.pt"),
+        load_invert_model(W.save(m.state_dict(), m.card(), tmp_path / "ok.pt"),
                             load_config("mel250-16k"))

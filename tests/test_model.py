@@ -7,6 +7,7 @@ from pesq import pesq
 from pystoi import stoi
 
 from pipeline import weights as W
+from pipeline.invert.model import load_invert_model
 from pipeline.audio import load
 from pipeline.config import AudioConfig, load_config
 from pipeline.extract import extract
@@ -44,7 +45,7 @@ def measure(tmp_path, corpus_manifest, config):
     cfg = load_config(config)
     store = tmp_path / "s.zarr"
     assert extract(corpus_manifest, store, cfg, with_mag=True, progress=False).ok
-    model = W.load_invert_model(None, cfg)
+    model = load_invert_model(None, cfg)
     return corpus_quality(store, "model", cfg, model), corpus_quality(store, "nnls", cfg)
 
 

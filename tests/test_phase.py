@@ -204,7 +204,7 @@ def test_shipped_degli_on_real_speech(store80, corpus, tmp_path):
     reports, within the noise of a 14-utterance mean. Measured here: 8 iterations 3.308 vs
     FGLA-8 3.277 (3.308 vs 3.287 with all 14 in one batch). It is no speed-up: one block
     costs ~28 FGLA iterations on CPU (BENCHMARKS.md)."""
-    from pipeline.weights import load_degli
+    from pipeline.phase.degli import load_degli
     net = load_degli(None, load_config("mel80-16k"))      # checksum-verified, card config
     assert net.hparams.momentum == 0.99 and net.hparams.horizon == 8
     scores = {}

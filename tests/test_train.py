@@ -5,6 +5,7 @@ import json
 import torch
 
 from pipeline import weights as W
+from pipeline.invert.model import load_invert_model
 from pipeline.invert.model import ModelConfig
 from pipeline.invert.train import TrainConfig, train_invert
 
@@ -30,7 +31,7 @@ def test_train_checkpoints_resumes_and_exports(tmp_path, store80):
     assert loaded["stored_dtype"] == "float16"
     assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
     from pipeline.store import Store
-    model = W.load_invert_model(out / "tiny-run.pt", Store(store80).config)
+    model = load_invert_model(out / "tiny-run.pt", Store(store80).config)
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert model.hparams.mel_bound
 

@@ -11,11 +11,13 @@ Shapes: mel ``[B, T, M]`` -> log-magnitude ``[B, T, F]``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..config import AudioConfig
+from ..weights import WeightsError, load_state, pick_for
 from ..mel import log_magnitude_bound
 from .methods import log_pinv, register
 
@@ -90,3 +92,19 @@ def model_invert(mel: torch.Tensor, cfg: AudioConfig, model: PInvConvSkip | None
     if model is None:
         raise ValueError("method 'model' needs a loaded model (weights)")
     return model(mel).exp()
+
+
+def load_invert_model(name_or_path: str | Path | None, config: AudioConfig,
+                      device: torch.device | str = "cpu"):
+    """The shipped (or given) inverter for ``config``; refuses weights of another config."""
+    name_or_path = name_or_path or pick_for(config, "PInvConvSkip")
+    state, card = load_state(name_or_path)
+    audio = AudioConfig.from_dict(card["audio"])
+    diff = audio.diff(config)
+    if diff:
+        raise WeightsError(f"weights {name_or_path} were trained on another audio config than "
+                           f"the input's: {'; '.join(diff)}")
+    # cards written before ``mel_bound`` existed describe models trained without the clamp
+    model = PInvConvSkip(audio, ModelConfig(**{"mel_bound": False, **card["model"]}))
+    model.load_state_dict(state)
+    return model.to(device).eval()

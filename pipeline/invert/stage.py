@@ -48,7 +48,7 @@ def invert_shard(store_path: str, name: str, method: str, weights: str | None, d
     dev = resolve_device(device)
     model = None
     if method == "model":
-        from ..weights import load_invert_model
+        from .model import load_invert_model
         model = load_invert_model(weights, cfg, dev)
     entries = store.entries(name)
     mel = store.read_array(name, "mel")
@@ -92,7 +92,8 @@ def invert(store_path: str | Path, method: str = "pinv", *, weights: str | None 
                          "shards); re-run `pipeline extract` with the same arguments first")
     digest = None
     if method == "model":
-        from ..weights import load_invert_model, pick_for, read_card, resolve
+        from ..weights import pick_for, read_card, resolve
+        from .model import load_invert_model
         weights = weights or pick_for(store.config, "PInvConvSkip")
         load_invert_model(weights, store.config)   # fail early, naming the mismatching field
         digest = read_card(resolve(weights))["sha256"]

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from ..config import AudioConfig
+from ..weights import WeightsError, load_state, pick_for
 from .gla import initial_phase, iterate, project
 from .stft import FramePair
 
@@ -123,6 +124,26 @@ def run_blocks(net: DeGLINet, x: torch.Tensor, mag: torch.Tensor, pair: FramePai
     return x
 
 
+_DEGLI_CACHE: dict = {}
+
+
+def load_degli(name_or_path: str | Path | None, config: AudioConfig,
+               device: torch.device | str = "cpu"):
+    """The DeGLI residual net for ``config`` (cached per process: phase calls it per bucket)."""
+    name_or_path = name_or_path or pick_for(config, "DeGLI")
+    key = (str(name_or_path), config, str(device))
+    if key not in _DEGLI_CACHE:
+        state, card = load_state(name_or_path)
+        diff = AudioConfig.from_dict(card["audio"]).diff(config)
+        if diff:
+            raise WeightsError(f"DeGLI weights {name_or_path} were trained on another audio "
+                               f"config: {'; '.join(diff)}")
+        net = DeGLINet(AudioConfig.from_dict(card["audio"]), DeGLIConfig(**card["model"]))
+        net.load_state_dict(state)
+        _DEGLI_CACHE[key] = net.to(device).eval()
+    return _DEGLI_CACHE[key]
+
+
 @torch.inference_mode()
 def degli(mag: torch.Tensor, lengths: torch.Tensor, cfg: AudioConfig, n_iter: int = 10, *,
           model: DeGLINet | None = None, weights: str | None = None, init="zeros",
@@ -131,7 +152,6 @@ def degli(mag: torch.Tensor, lengths: torch.Tensor, cfg: AudioConfig, n_iter: in
     """``warmup`` FGLA iterations (default: the net's), then ``n_iter`` DeGLI blocks; returns
     padded waveforms and the frame pair."""
     if model is None:
-        from ..weights import load_degli
         model = load_degli(weights, cfg, mag.device)
     if pair is None:
         pair = FramePair(cfg, mag.shape[1], lengths, mag.device, mag.dtype)
@@ -252,8 +272,9 @@ def train_degli(train_store: str | Path, val_store: str | Path, out: str | Path,
         net = DeGLINet(cfg, hp)
     opt = torch.optim.Adam(net.parameters(), lr=tc.lr)
     if hp.magnitude == "model":
+        from ..invert.model import load_invert_model
         from ..mel import mel_from_magnitude
-        inverter = W.load_invert_model(hp.invert_weights, cfg)
+        inverter = load_invert_model(hp.invert_weights, cfg)
         for q in inverter.parameters():
             q.requires_grad_(False)
 

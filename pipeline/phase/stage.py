@@ -366,7 +366,7 @@ def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *,
         raise ValueError(f"{store_path}: {len(missing)} shard(s) have no complete "
                          f"'{SOURCES[source]}' yet; run `{step}` first")
     if algo == "degli":
-        from ..weights import load_degli
+        from .degli import load_degli
         net = load_degli(extra.get("weights"), store.config)   # fail early, before any work
         if net.hparams.magnitude == "model" and source == "true":
             raise ValueError(f"DeGLI weights {extra.get('weights') or '(default)'} were trained "
