@@ -558,5 +558,6 @@ def _close_clusters_quietly() -> None:
             cluster.close(timeout=10)
 
 
+
 if __name__ == "__main__":
     main()

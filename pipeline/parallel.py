@@ -165,14 +165,38 @@ def local_client(workers: int, quiet: bool = True, settings: dict | None = None,
         with dask.config.set({**START_METHOD, **NANNY_ENV, **(QUIET_WORKERS if quiet else {}),
                               **(settings or {})}):
             _start_forkserver(preload)
-            with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                              dashboard_address=None, silence_logs=40,
-                              preload=["pipeline.parallel"]) as lc, \
-                    Client(lc) as client:
+            with _interrupts_deferred() as interrupted:
+                # a Ctrl-C while the workers start waits for them: interrupted half-way, they
+                # outlived this process and each printed a traceback
+                lc = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                  dashboard_address=None, silence_logs=40,
+                                  preload=["pipeline.parallel"])
+                client = Client(lc)
+            with lc, client:
+                if interrupted:
+                    raise KeyboardInterrupt
                 _restore_environ(saved)
                 yield client
     finally:                # also when start-up fails, or a nanny restarted a lost worker
         _restore_environ(saved)
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[list[int]]:
+    """SIGINT is held back inside the block and re-delivered after it, as KeyboardInterrupt at
+    the caller's check of the yielded list (main thread only; elsewhere nothing changes)."""
+    import signal
+    import threading
+
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+    old = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    try:
+        yield got
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def dask_setup(worker: Any) -> None:

@@ -316,7 +316,8 @@ def test_log10_mels_under_an_ln_preset_are_refused(tmp_path, wav_corpus):
     assert ok.ok and ok.done == 3
 
 
-def test_ctrl_c_with_workers_ends_in_one_line_and_resumes(tmp_path, small_store):
+@pytest.mark.parametrize("when", ["starting", "working"])
+def test_ctrl_c_with_workers_ends_in_one_line_and_resumes(tmp_path, small_store, when):
     """Ctrl-C reaches the whole process group; with --workers 2 it printed 66 lines of dask
     tracebacks from the workers. Now: one line, exit 130, and the re-run completes the rest."""
     import signal
@@ -327,10 +328,13 @@ def test_ctrl_c_with_workers_ends_in_one_line_and_resumes(tmp_path, small_store)
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          start_new_session=True)
     import psutil                # a dependency of dask.distributed
-    deadline = time.time() + 60  # until the forkserver has forked both workers
-    while time.time() < deadline and len(psutil.Process(p.pid).children(recursive=True)) < 4:
-        time.sleep(0.2)
-    time.sleep(2.0)              # and they are iterating
+    deadline = time.time() + 60  # until the forkserver runs (the workers come next)
+    want = 2 if when == "starting" else 4
+    while time.time() < deadline and len(psutil.Process(p.pid).children(recursive=True)) < want:
+        time.sleep(0.05)
+    # while the workers start (interrupted then, each printed a 14-line traceback), or once
+    # they are iterating
+    time.sleep(0.3 if when == "starting" else 2.0)
     os.killpg(p.pid, signal.SIGINT)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 130, err
