@@ -91,6 +91,10 @@ class AudioConfig:
         pad = (self.n_fft - self.hop_length) // 2
         return max(0, 1 + (n_samples + 2 * pad - self.n_fft) // self.hop_length)
 
+    def n_samples(self, n_frames: int) -> int:
+        """The signal length whose STFT has ``n_frames`` frames (inverse of :meth:`n_frames`)."""
+        return (n_frames - 1) * self.hop_length if self.center else n_frames * self.hop_length
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

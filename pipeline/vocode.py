@@ -186,11 +186,6 @@ def _guess_log(mn: float, mx: float) -> str:
     return ""
 
 
-def n_samples_for(n_frames: int, cfg: AudioConfig) -> int:
-    """The signal length whose STFT has ``n_frames`` frames under ``cfg``."""
-    return (n_frames - 1) * cfg.hop_length if cfg.center else n_frames * cfg.hop_length
-
-
 def find_mels(src: str | Path) -> tuple[list[tuple[str, Path]], Path]:
     src = Path(src)
     if src.is_file():
@@ -235,7 +230,7 @@ def vocode_files(items: list[tuple[str, str]], out_dir: str, cfg_dict: dict, met
         return {"rows": rows, "failures": failures}
     sizes = {"batch_frames": batch_frames} if batch_frames else {}   # else each stage's default
     mags = invert_frames(mels, cfg, method, model=model, device=dev, **sizes)
-    lengths = [n_samples_for(m.shape[0], cfg) for m in mels]
+    lengths = [cfg.n_samples(m.shape[0]) for m in mels]
     waves = reconstruct(mags, lengths, cfg, algo, n_iter=n_iter, device=dev, project=project,
                         mels=mels, **sizes)
     for (uid, path), mel, y in zip(ids, mels, waves):

@@ -37,8 +37,16 @@ PROJECTS = ("auto", "mag", "mel")
 INITS = ("zeros", "random", "pghi")
 
 
-def resolve_project(project: str, cfg: AudioConfig) -> str:
+def resolve_project(project: str, cfg: AudioConfig, algo: str = "fgla",
+                    source: str = "mag") -> str:
+    """What the iterations project onto, ``mel`` or ``mag``: ``admm`` is always joint; ``auto``
+    holds the magnitude fixed for DeGLI, for true magnitudes (phase-only evaluation) and for
+    frames that overlap by less than 75 %."""
+    if algo == "admm":
+        return "mel"
     if project == "auto":
+        if algo == "degli" or source == "true":
+            return "mag"
         return "mel" if cfg.n_fft >= 4 * cfg.hop_length else "mag"
     return project
 
@@ -51,8 +59,7 @@ DEFAULT_ITERS = {"mag": 100, "mel": 800}
 
 def default_iters(algo: str, project: str, cfg: AudioConfig) -> int:
     """``--iters`` when none is given: by the route that ``algo`` and ``project`` resolve to."""
-    joint = algo == "admm" or (algo != "degli" and resolve_project(project, cfg) == "mel")
-    return DEFAULT_ITERS["mel" if joint else "mag"]
+    return DEFAULT_ITERS[resolve_project(project, cfg, algo)]
 SOURCES = {"mag": "mag", "true": "mag_true"}
 # Padded frames per batch. Small batches keep FGLA's working set in cache: measured RTF
 # 0.024 at 256 frames vs 0.062 at 4000 (benchmarks/phase.py, 2 cores).
@@ -106,7 +113,7 @@ def _reconstruct_long(mag: np.ndarray, mel: np.ndarray | None, n_samples: int, c
     fade = O // 2 * hop                                     # half-width of the cross-fade
     for k, (s, e) in enumerate(zip(starts, ends)):
         m = torch.from_numpy(np.ascontiguousarray(mag[s:e]))[None].to(device)
-        length = min(n_samples - s * hop, _samples_for(e - s, cfg))
+        length = min(n_samples - s * hop, cfg.n_samples(e - s))
         lengths = torch.tensor([length])
         start: str | torch.Tensor = init
         if prev is not None:
@@ -134,11 +141,6 @@ def _reconstruct_long(mag: np.ndarray, mel: np.ndarray | None, n_samples: int, c
     return out
 
 
-def _samples_for(n_frames: int, cfg: AudioConfig) -> int:
-    """The signal length whose STFT under ``cfg`` has ``n_frames`` frames."""
-    return (n_frames - 1) * cfg.hop_length if cfg.center else n_frames * cfg.hop_length
-
-
 def reconstruct(mags: list[np.ndarray], n_samples: list[int], cfg: AudioConfig, algo: str = "fgla",
                 *, n_iter: int = 100, init: str = "zeros", device: torch.device = torch.device("cpu"),
                 batch_frames: int = PHASE_BATCH_FRAMES, seed: int = 0, project: str = "mag",
@@ -153,10 +155,7 @@ def reconstruct(mags: list[np.ndarray], n_samples: list[int], cfg: AudioConfig, 
     the compressed mels ``mels`` ``[T_i, M]`` while iterating (:mod:`pipeline.phase.joint`);
     ``project="mag"`` holds ``mags`` fixed."""
     check_route(algo, project, cfg)
-    project = resolve_project(project, cfg)
-    if algo == "degli" and project == "mel":
-        project = "mag"                              # auto never asks DeGLI to project
-    is_joint = project == "mel" or algo == "admm"
+    is_joint = resolve_project(project, cfg, algo) == "mel"
     if is_joint:
         if mels is None:
             raise ValueError("joint mel inversion (--project mel, --algo admm) needs the mels")
@@ -209,8 +208,9 @@ class PhaseJob:
 
     @property
     def joint(self) -> bool:
-        """Iterations refine the magnitude within the store's mel (read with the magnitudes)."""
-        return self.project == "mel" or self.algo == "admm"
+        """Iterations refine the magnitude within the store's mel (read with the magnitudes);
+        ``project`` is already resolved by :func:`phase`."""
+        return self.project == "mel"
 
 
 def shard_buckets(entries: list, batch_frames: int, part: Part = None) -> list[list[int]]:
@@ -354,9 +354,7 @@ def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *,
         raise ValueError(f"unknown source {source!r}: 'mag' (written by invert) or 'true'")
     store = Store(store_path)
     check_route(algo, project, store.config)
-    if project == "auto":
-        project = "mag" if source == "true" or algo == "degli" else resolve_project(project,
-                                                                                   store.config)
+    project = resolve_project(project, store.config, algo, source)
     if n_iter is None:
         n_iter = default_iters(algo, project, store.config)
     marker = "mag" if source == "mag" else "complete"
