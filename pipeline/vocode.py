@@ -131,7 +131,7 @@ def _check_mel(path: str | Path, a: np.ndarray, cfg: AudioConfig, square: str | 
 
 
 # The spread (99th - 5th percentile) of speech mels in each log scale, measured on the test
-# corpus, 12 asterisk prompts and the same at -26 dB (tests/test_reliability.py): ln
+# corpus, 12 asterisk prompts and the same at -26 dB (benchmarks/mel_spread.py): ln
 # magnitude mels 6.7-9.9 nepers, log10 ones 2.9-4.3 decades (the same audio: ln = 2.30 log10).
 # A file of at least SPREAD_FRAMES frames whose spread lies on the other scale's side of the
 # gap was made with the other log: vocoded as declared it comes out at PESQ ~1.0.
