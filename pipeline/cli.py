@@ -99,13 +99,20 @@ def manifest(
 @app.command()
 def prepare(
     corpus: str = typer.Argument(..., help="pocketsphinx (test/demo corpus), asterisk or kde "
-                                 "(training: asterisk G.722 prompts; klettres + ktuberling words)."),
+                                 "(training: asterisk G.722 prompts; klettres + ktuberling words), "
+                                 "or speed (perturbed copies of --manifest)."),
     out: Path = typer.Option(Path("data"), "--out", "-o",
                              help="pocketsphinx: manifest path; asterisk/kde: folder for manifests (+ wavs)."),
     languages: str = typer.Option("en,fr,es", help="asterisk: comma-separated languages."),
+    manifest: Optional[Path] = typer.Option(None, help="speed: the manifest to perturb."),
+    factors: str = typer.Option("0.9,1.1", help="speed: comma-separated speed factors."),
 ) -> None:
-    """Corpus recipes: locate the Debian-packaged corpora and write manifests."""
-    from .manifest import prepare_asterisk, prepare_kde, prepare_pocketsphinx
+    """Corpus recipes: locate the Debian-packaged corpora and write manifests.
+
+    `speed` writes speed-perturbed copies of a manifest's utterances (Kaldi style: new pitch
+    and formants, i.e. new pseudo-speakers) with ids ID_spFACTOR.
+    """
+    from .manifest import prepare_asterisk, prepare_kde, prepare_pocketsphinx, speed_perturb
 
     try:
         if corpus == "pocketsphinx":
@@ -117,8 +124,13 @@ def prepare(
                      else prepare_kde(out))
             for name, p in paths.items():
                 console.print(f"{name}: {sum(1 for _ in open(p))} utterances -> {_e(str(p))}")
+        elif corpus == "speed":
+            if manifest is None:
+                _fail("prepare speed needs --manifest (the corpus to perturb)")
+            p = speed_perturb(manifest, [float(f) for f in factors.split(",")], out)
+            console.print(f"{sum(1 for _ in open(p))} utterances -> {_e(str(p))}")
         else:
-            _fail(f"unknown corpus {corpus!r}: choose pocketsphinx or asterisk")
+            _fail(f"unknown corpus {corpus!r}: choose pocketsphinx, asterisk, kde or speed")
     except _errors() as exc:
         _fail(str(exc))
 
@@ -463,6 +475,11 @@ def train_invert(
     lr: float = typer.Option(2e-3),
     patience: int = typer.Option(6, help="Early stopping: epochs without validation gain."),
     channels: int = typer.Option(128, help="Model width."),
+    backbone: str = typer.Option("unet", help="unet (conv encoder-decoder) or convnext (ConvNeXt "
+                                 "blocks, dilated depthwise convs over time)."),
+    depth: int = typer.Option(2, help="unet: stride-2 stages; convnext: blocks."),
+    kernel: int = typer.Option(5, help="Convolution length over time (frames)."),
+    threads: int = typer.Option(0, help="torch threads (0: all cores; 1 leaves a core free)."),
     loss_floor: float = typer.Option(0.01, help="Training loss: L1 of log(magnitude + floor) "
                                      "(+ spectral convergence); larger = quiet bins count less."),
     ema: float = typer.Option(0.998, help="Decay of the weight average that is validated and "
@@ -479,8 +496,9 @@ def train_invert(
     try:
         card = run(train, val, out, TrainConfig(epochs=epochs, steps_per_epoch=steps,
                    batch_size=batch_size, crop=crop, lr=lr, patience=patience, seed=seed,
-                   loss_floor=loss_floor, ema=ema, gain_db=gain_db),
-                   ModelConfig(channels=channels), progress=not quiet)
+                   loss_floor=loss_floor, ema=ema, gain_db=gain_db, threads=threads),
+                   ModelConfig(channels=channels, backbone=backbone, depth=depth, kernel=kernel),
+                   progress=not quiet)
     except (*_errors(), ValueError) as exc:
         _fail(str(exc))
     v, b = card["validation"], card["validation_baselines"]

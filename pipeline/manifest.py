@@ -303,3 +303,40 @@ def prepare_kde(out_dir: str | Path, val_fraction: float = 0.05, min_duration: f
     for u in utts:
         splits[split_of(u.id, val_fraction)].append(u)
     return {name: write_manifest(us, out_dir / f"kde-{name}.jsonl") for name, us in splits.items()}
+
+
+def speed_perturb(manifest: str | Path, factors: Iterable[float], out_dir: str | Path,
+                  sample_rate: int = 16000, jobs: int = 2) -> Path:
+    """Kaldi-style speed perturbation: each utterance resampled by ``factor`` and kept at
+    ``sample_rate`` (faster and higher for ``factor > 1``: new pitch and formants, a new
+    pseudo-speaker). Writes ``out_dir/wav/sp<factor>/<id>.wav`` and ``out_dir/speed.jsonl`` with
+    ids ``<id>_sp<factor>`` (the originals are not copied). Existing wavs are kept (resumable).
+    """
+    from .audio import load, write_wav
+
+    factors = [float(f) for f in factors]
+    if not factors or any(not 0.5 <= f <= 2.0 for f in factors):
+        raise ManifestError(f"speed factors must lie in [0.5, 2], got {factors}")
+    out_dir = Path(out_dir).resolve()
+    utts = read_manifest(manifest)
+
+    def one(job: tuple[Utterance, float]) -> Path:
+        u, f = job
+        dst = out_dir / "wav" / f"sp{f:g}" / f"{u.id}.wav"
+        if not dst.exists():
+            import librosa
+
+            y = load(u.path, sample_rate)
+            write_wav(dst, librosa.resample(y, orig_sr=sample_rate * f, target_sr=sample_rate,
+                                            res_type="soxr_hq"), sample_rate)
+        return dst
+
+    jobs_list = [(u, f) for f in factors for u in utts]
+    with ThreadPoolExecutor(jobs) as pool:
+        dsts = list(pool.map(one, jobs_list))
+    out = []
+    for (u, f), d in zip(jobs_list, dsts):
+        meta = info(d)
+        out.append(Utterance(f"{u.id}_sp{f:g}", str(d), meta["sample_rate"], meta["channels"],
+                             meta["num_samples"], meta["duration"]))
+    return write_manifest(out, out_dir / "speed.jsonl")
