@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO   ?= demo-out
 
-.PHONY: demo test setup system bench train-weights clean
+.PHONY: demo test test-fast lint types setup system bench train-weights clean
 
 setup: system $(STAMP)
 
@@ -21,12 +21,30 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(PY) -m pipeline.demo --out $(DEMO)
 
-test: setup
+# Everything CI runs: lint, types, the whole test suite.
+test: setup lint types
 	$(PY) -m pytest -q
 
+# The inner loop: the tests not marked slow (< 60 s on 2 cores).
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check pipeline tests benchmarks scripts
+
+types: setup
+	$(VENV)/bin/mypy
+
+# The maintained benchmark suite; each writes benchmarks/results/NAME.json (about 40 min).
 bench: setup
 	$(PY) benchmarks/extract.py
+	$(PY) benchmarks/invert.py
 	$(PY) benchmarks/phase.py
+	$(PY) benchmarks/e2e.py
+	$(PY) benchmarks/routes.py --config mel80-16k --route pinv:mel:800 --route model:mag:100 --route pinv:mag:100
+	$(PY) benchmarks/dask_scaling.py
+	$(PY) benchmarks/joint_quality.py --config mel80-16k
+	$(PY) benchmarks/phase_quality.py
 
 # Reproduce the shipped weights (training corpora, stores, training; ~15 min per config).
 train-weights: setup

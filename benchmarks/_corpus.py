@@ -1,12 +1,14 @@
 """Shared set-up of the benchmarks: the test corpus, its true magnitudes, repeated manifests."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from pipeline.audio import load
 from pipeline.config import AudioConfig
-from pipeline.manifest import Utterance, prepare_pocketsphinx
-from pipeline.mel import ragged_batch, stft
+from pipeline.dsp.mel import ragged_batch, stft
+from pipeline.io.audio import load
+from pipeline.io.manifest import Utterance, prepare_pocketsphinx
 
 
 def true_magnitudes(cfg: AudioConfig):
@@ -26,7 +28,7 @@ def repeated(times: int) -> list[Utterance]:
 
 def fgla_job(store, dest):
     """The phase stage's job the dask benchmarks time: FGLA 100 on the true magnitudes, 1 thread."""
-    from pipeline.phase.stage import PhaseJob
+    from pipeline.stages.phase import PhaseJob
     return PhaseJob(str(store), str(dest), "fgla", 100, source="true", threads=1)
 
 
@@ -38,14 +40,37 @@ def run_shards(client, job, names) -> None:
 def run_planned(client, job, workers: int) -> None:
     """The tasks the stage itself plans for ``workers`` (the last shards in parts), on a dask
     ``client``, submitted in the stage's order; waits, checks."""
-    from pipeline.phase.stage import plan_tasks
-    from pipeline.store import Store
+    from pipeline.io.store import Store
+    from pipeline.stages.phase import plan_tasks
     _submit(client, plan_tasks(Store(job.store_path), job, workers)[0])
 
 
 def _submit(client, tasks) -> None:
-    from pipeline.parallel import _guarded
-    from pipeline.phase.stage import phase_shard
+    from pipeline.parallel.tasks import _guarded
+    from pipeline.stages.phase import phase_shard
     fs = [client.submit(_guarded, phase_shard, key, args, pure=False) for key, args in tasks]
     errors = [f.result().error for f in fs]
     assert not any(errors), errors
+
+
+def save_results(name: str, payload) -> Path:
+    """``benchmarks/results/NAME.json``: the figures, the command that made them, the machine."""
+    import datetime
+    import json
+    import os
+    import platform
+    import sys
+
+    import torch
+
+    out = Path(__file__).resolve().parent / "results" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
+              "date": datetime.date.today().isoformat(),
+              "machine": {"cpu": platform.processor() or platform.machine(),
+                          "cores": os.cpu_count(), "torch": torch.__version__,
+                          "torch_threads": torch.get_num_threads()},
+              "results": payload}
+    out.write_text(json.dumps(record, indent=1))
+    print(f"-> {out}", flush=True)
+    return out

@@ -39,13 +39,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from _corpus import fgla_job, repeated, run_planned, run_shards
+from _corpus import fgla_job, repeated, run_planned, run_shards, save_results
+
 from pipeline.config import load_config
-from pipeline.extract import DEFAULT_SHARD_SECONDS, extract
-from pipeline.manifest import write_manifest
-from pipeline.parallel import local_client
-from pipeline.phase import phase
-from pipeline.store import Store
+from pipeline.io.manifest import write_manifest
+from pipeline.io.store import Store
+from pipeline.parallel.tasks import local_client
+from pipeline.stages.extract import DEFAULT_SHARD_SECONDS, extract
+from pipeline.stages.phase import phase
 
 
 def main():
@@ -90,6 +91,7 @@ def main():
             c.gather(c.map(lambda x: x, range(200)))
             out["scheduler_overhead_per_task_ms"] = round((time.perf_counter() - t) / 200 * 1000, 2)
     print(json.dumps(out, indent=1))
+    save_results("dask-scaling", out)
 
 
 def _timed(fn) -> float:
@@ -162,7 +164,7 @@ def _no_dask(store: Path, dest: Path, names: list[str]):
 def _shards_work(store: str, dest: str, names: list[str]) -> float:
     """Seconds for the phase stage's own shard task (FGLA 100, 1 thread) over ``names``,
     the first one (a warm-up: first-call costs) out of the timing."""
-    from pipeline.phase.stage import phase_shard
+    from pipeline.stages.phase import phase_shard
     job = fgla_job(store, dest)
     phase_shard(job, names[0])
     t = time.perf_counter()

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import librosa
 import numpy as np
+from _corpus import repeated, save_results
 
 from pipeline.config import load_config
-from pipeline.extract import extract
-from _corpus import repeated
-from pipeline.manifest import write_manifest
+from pipeline.io.manifest import write_manifest
+from pipeline.stages.extract import extract
 
 
 def librosa_loop(utts, cfg):
@@ -59,6 +59,7 @@ def main():
             rows[f"ours_workers{w}_xrt"] = round(audio_s / dt, 1)
             rows[f"ours_workers{w}_vs_librosa"] = round(t_lib / dt, 2)
     print(json.dumps(rows, indent=1))
+    save_results("extract", rows)
 
 
 if __name__ == "__main__":

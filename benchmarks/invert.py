@@ -22,17 +22,18 @@ from pathlib import Path
 
 import librosa
 import numpy as np
+from _corpus import save_results
 from pesq import pesq
 from pystoi import stoi
 
-from pipeline.audio import load
 from pipeline.config import load_config
-from pipeline.extract import extract
-from pipeline.invert.stage import invert_frames
-from pipeline.manifest import prepare_pocketsphinx
-from pipeline.phase import reconstruct
-from pipeline.store import Store
-from pipeline.invert.model import load_invert_model
+from pipeline.io.audio import load
+from pipeline.io.manifest import prepare_pocketsphinx
+from pipeline.io.store import Store
+from pipeline.models.inverter import load_invert_model
+from pipeline.stages.extract import extract
+from pipeline.stages.invert import invert_frames
+from pipeline.stages.phase import reconstruct
 
 
 def main():
@@ -95,6 +96,7 @@ def main():
         out["librosa_mel_to_audio"] = {"pesq_wb": round(p, 3), "stoi": round(st, 4)}
         print("librosa", out["librosa_mel_to_audio"], flush=True)
     print(json.dumps(out, indent=1))
+    save_results(f"invert-{a.config}", out)
 
 
 def load_resampled(y, sr):

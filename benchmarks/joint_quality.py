@@ -24,17 +24,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _corpus import save_results
 from pesq import pesq
 from pystoi import stoi
 
-from pipeline.audio import load
 from pipeline.config import load_config
-from pipeline.invert.stage import invert_frames
-from pipeline.manifest import read_manifest
-from pipeline.mel import compress, filterbank, ragged_batch, stft
-from pipeline.phase.stage import reconstruct
-from pipeline.invert.model import load_invert_model
-from pipeline.weights import WeightsError
+from pipeline.dsp.mel import compress, filterbank, ragged_batch, stft
+from pipeline.io.audio import load
+from pipeline.io.manifest import read_manifest
+from pipeline.io.weights import WeightsError
+from pipeline.models.inverter import load_invert_model
+from pipeline.stages.invert import invert_frames
+from pipeline.stages.phase import AlgoOptions, reconstruct
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -116,10 +117,11 @@ def main():
                     outs = reconstruct(mags, lengths, cfg, "fgla", n_iter=it)
                 elif route == "admm":
                     outs = reconstruct(mags, lengths, cfg, "admm", n_iter=it, mels=mels,
-                                       rho=a.rho, lam=a.lam)
+                                       options=AlgoOptions(rho=a.rho, lam=a.lam))
                 else:
                     outs = reconstruct(mags, lengths, cfg, "fgla", n_iter=it, mels=mels,
-                                       project="mel", projection=route, steps=a.steps)
+                                       project="mel",
+                                       options=AlgoOptions(projection=route, steps=a.steps))
                 sec = time.perf_counter() - t0
                 p, s = scores(ys, outs, cfg.sample_rate)
                 row = dict(init=init, route=route + (f"x{a.steps}" if route == "multiplicative" else ""),
@@ -129,6 +131,8 @@ def main():
                 print(json.dumps(row), flush=True)
     if a.out:
         Path(a.out).write_text(json.dumps(rows, indent=1))
+    else:
+        save_results(f"joint-{Path(a.manifest).stem}", rows)
 
 
 if __name__ == "__main__":

@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from pipeline import metrics
-from pipeline.audio import load
-from pipeline.score import references
+from pipeline.io.audio import load
+from pipeline.metrics import registry as metrics
+from pipeline.stages.score import references
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))   # the recipes
+from _corpus import save_results
 from reference_metrics import espnet_mcd, nuwave_lsd  # noqa: E402
 
 
@@ -59,6 +60,7 @@ def main() -> None:
           f"{mean['mcd_espnet']:.4f} dB; LSD ours {mean['lsd']:.4f}, NU-Wave {mean['lsd_nuwave']:.4f}; "
           f"max |diff| MCD {max(abs(r['mcd'] - r['mcd_espnet']) for r in rows):.2e}, "
           f"LSD {max(abs(r['lsd'] - r['lsd_nuwave']) for r in rows):.2e}")
+    save_results("metrics-reference", {"mean": mean, "rows": rows})
 
 
 if __name__ == "__main__":

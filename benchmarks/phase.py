@@ -16,11 +16,11 @@ import time
 import librosa
 import numpy as np
 import torch
+from _corpus import save_results, true_magnitudes
 from pesq import pesq
 
-from _corpus import true_magnitudes
 from pipeline.config import load_config
-from pipeline.phase import reconstruct
+from pipeline.stages.phase import reconstruct
 
 
 def main():
@@ -43,12 +43,13 @@ def main():
     p_ours = np.mean([pesq(16000, y, o, "wb") for y, o in zip(ys, ours)])
     p_lib = np.mean([pesq(16000, y, o, "wb") for y, o in zip(ys, lib)])
     to, tl = min(ours_t), min(lib_t)
-    print(json.dumps({"audio_seconds": round(audio_s, 2), "iters": a.iters,
-                      "torch_threads": torch.get_num_threads(),
-                      "ours_rtf": round(to / audio_s, 4), "librosa_rtf": round(tl / audio_s, 4),
-                      "speedup_vs_librosa": round(tl / to, 2),
-                      "pesq_wb_ours": round(float(p_ours), 3), "pesq_wb_librosa": round(float(p_lib), 3)},
-                     indent=1))
+    out = {"audio_seconds": round(audio_s, 2), "iters": a.iters,
+           "torch_threads": torch.get_num_threads(),
+           "ours_rtf": round(to / audio_s, 4), "librosa_rtf": round(tl / audio_s, 4),
+           "speedup_vs_librosa": round(tl / to, 2),
+           "pesq_wb_ours": round(float(p_ours), 3), "pesq_wb_librosa": round(float(p_lib), 3)}
+    print(json.dumps(out, indent=1))
+    save_results("phase", out)
 
 
 if __name__ == "__main__":

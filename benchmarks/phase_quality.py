@@ -22,12 +22,12 @@ import json
 import time
 
 import numpy as np
+from _corpus import save_results, true_magnitudes
 from pesq import pesq
 from pystoi import stoi
 
-from _corpus import true_magnitudes
 from pipeline.config import load_config
-from pipeline.phase import reconstruct
+from pipeline.stages.phase import AlgoOptions, reconstruct
 
 
 def main():
@@ -49,22 +49,24 @@ def main():
     ys, mags, lengths, audio_s = true_magnitudes(cfg)
     if a.magnitudes == "model":
         import torch
-        from pipeline.invert.stage import invert_frames
-        from pipeline.mel import mel_from_magnitude
-        from pipeline.invert.model import load_invert_model
+
+        from pipeline.dsp.mel import mel_from_magnitude
+        from pipeline.models.inverter import load_invert_model
+        from pipeline.stages.invert import invert_frames
         mels = [mel_from_magnitude(torch.from_numpy(m.T)[None], cfg)[0].T.numpy() for m in mags]
         mags = invert_frames(mels, cfg, "model", model=load_invert_model(a.invert_weights, cfg))
     reconstruct(mags[:2], lengths[:2], cfg, "fgla", n_iter=2)
 
-    def run(algo, it, **kw):
+    def run(algo, it, init="zeros", **kw):
         best, w = float("inf"), None
         for _ in range(a.repeats):
             t = time.perf_counter()
-            w = reconstruct(mags, lengths, cfg, algo, n_iter=it, **kw)
+            w = reconstruct(mags, lengths, cfg, algo, n_iter=it, init=init,
+                            options=AlgoOptions(**kw))
             best = min(best, time.perf_counter() - t)
         p = float(np.mean([pesq(16000, y, o, "wb") for y, o in zip(ys, w)]))
         s = float(np.mean([stoi(y, o, 16000) for y, o in zip(ys, w)]))
-        row = {"algo": algo, **kw, "iters": it, "seconds": round(best, 3),
+        row = {"algo": algo, "init": init, **kw, "iters": it, "seconds": round(best, 3),
                "rtf": round(best / audio_s, 4), "pesq_wb": round(p, 3), "stoi": round(s, 4)}
         print(json.dumps(row), flush=True)
         return row
@@ -79,13 +81,14 @@ def main():
         rows.append(run("fgla", it, init="zeros"))
     fgla = sorted((r["seconds"], r["pesq_wb"], r["iters"]) for r in rows
                   if r["algo"] == "fgla" and r["init"] == "zeros")
-    from pipeline.weights import WEIGHTS_DIR, available, read_card
+    from pipeline.io.weights import WEIGHTS_DIR, available, read_card
     dw = a.degli_weights or next((n for n in available("DeGLI") if read_card(
         WEIGHTS_DIR / f"{n}.json")["model"].get("magnitude", "true") == a.magnitudes), None)
     if a.degli and not dw:
         print(f"no DeGLI weights shipped for {a.magnitudes} magnitudes (see BENCHMARKS.md): "
               "DeGLI rows skipped", flush=True)
         a.degli = []
+    save_results(f"phase-quality-{a.magnitudes}", rows)
     for warm in a.warmup:
         for it in a.degli:
             r = run("degli", it, init="zeros", warmup=warm, weights=dw)

@@ -45,7 +45,7 @@ def main() -> None:
         store = Path(tmp) / "s.zarr"
         subprocess.run([*PIPELINE, "extract", a.manifest, "--out", str(store), "--config",
                         a.config, "-q"], check=True)
-        from pipeline.store import Store
+        from pipeline.io.store import Store
         audio = sum(e.n_samples for e in Store(store).all_entries()) / Store(store).config.sample_rate
         for route in a.route:
             method, project, iters, *algo = route.split(":")

@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape as _e
 
+from pipeline.errors import PipelineError
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Speech reconstruction from mel spectrograms, at corpus scale.\n\n"
                        "audio --extract--> store.zarr (mel) --invert--> (mag) --phase--> wavs "
@@ -48,17 +50,6 @@ def _report(res, what: str) -> None:
         raise typer.Exit(1)
 
 
-def _errors():
-    """Turn the library's user-facing errors into a clean message and exit code 2."""
-    from .audio import AudioError
-    from .config import ConfigError
-    from .manifest import ManifestError
-    from .results import OutputError
-    from .store import StoreError
-
-    return (AudioError, ConfigError, ManifestError, StoreError, FileNotFoundError, OutputError)
-
-
 def _positive(value: float, name: str) -> float:
     if not value > 0:
         raise typer.BadParameter(f"{value} is not > 0", param_hint=name)
@@ -78,15 +69,15 @@ def manifest(
     out: Path = typer.Option(None, "--out", "-o", help="Manifest to write (JSONL); default stdout."),
 ) -> None:
     """Write a JSONL manifest (id, path, sample_rate, channels, num_samples, duration) of a folder."""
-    from .manifest import manifest_from_folder, write_manifest
+    from pipeline.io.manifest import manifest_from_folder, write_manifest
 
     try:
         utts, fails = manifest_from_folder(folder)
-    except _errors() as exc:
+    except PipelineError as exc:
         _fail(str(exc))
     if out:
         write_manifest(utts, out)
-        console.print(f"{len(utts)} utterances, {sum(u.duration for u in utts):.1f} s -> {_e(str(out))}")
+        console.print(f"{len(utts)} utterances, {sum(u.duration or 0.0 for u in utts):.1f} s -> {_e(str(out))}")
     else:
         for u in utts:
             print(u.to_json())
@@ -112,7 +103,7 @@ def prepare(
     `speed` writes speed-perturbed copies of a manifest's utterances (Kaldi style: new pitch
     and formants, i.e. new pseudo-speakers) with ids ID_spFACTOR.
     """
-    from .manifest import prepare_asterisk, prepare_kde, prepare_pocketsphinx, speed_perturb
+    from pipeline.io.manifest import prepare_asterisk, prepare_kde, prepare_pocketsphinx, speed_perturb
 
     try:
         if corpus == "pocketsphinx":
@@ -126,12 +117,12 @@ def prepare(
                 console.print(f"{name}: {sum(1 for _ in open(p))} utterances -> {_e(str(p))}")
         elif corpus == "speed":
             if manifest is None:
-                _fail("prepare speed needs --manifest (the corpus to perturb)")
+                raise typer.BadParameter("prepare speed needs --manifest (the corpus to perturb)")
             p = speed_perturb(manifest, [float(f) for f in factors.split(",")], out)
             console.print(f"{sum(1 for _ in open(p))} utterances -> {_e(str(p))}")
         else:
             _fail(f"unknown corpus {corpus!r}: choose pocketsphinx, asterisk, kde or speed")
-    except _errors() as exc:
+    except PipelineError as exc:
         _fail(str(exc))
 
 
@@ -153,14 +144,14 @@ def extract(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Audio -> log-mel spectrograms in a zarr store. Resumable: re-run to finish a killed run."""
-    from .config import load_config
-    from .extract import extract as run
+    from pipeline.config import load_config
+    from pipeline.stages.extract import extract as run
 
     try:
-        res = run(inputs, out, load_config(config), with_mag=with_mag, workers=workers,
+        res = run(list(inputs), out, load_config(config), with_mag=with_mag, workers=workers,
                   shard_seconds=shard_seconds, cluster=cluster.value, profile=profile,
                   overwrite=overwrite, progress=not quiet)
-    except _errors() as exc:
+    except PipelineError as exc:
         _fail(str(exc))
     _report(res, "extracted")
 
@@ -194,21 +185,21 @@ def invert(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Mel -> linear STFT magnitude, written into the store as `mag`. Resumable."""
-    from .invert import invert as run
-    from .weights import WeightsError
+    from pipeline.stages.invert import invert as run
 
     try:
         res = run(store, method, weights=weights, device=device.value, workers=workers,
                   batch_frames=batch_frames, n_iter=nnls_iters, cluster=cluster.value,
                   profile=profile, overwrite=overwrite, progress=not quiet)
-    except (*_errors(), WeightsError, ValueError) as exc:
+    except PipelineError as exc:
         _fail(str(exc))
     _report(res, f"inverted ({method})")
 
 
 @app.command()
 def phase(
-    store: Path = typer.Argument(..., help="Store holding magnitudes (`pipeline invert`)."),
+    store: Path = typer.Argument(..., help="Store from `pipeline extract` (and, if run, "
+                                 "`pipeline invert`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for <utterance id>.wav files."),
     algo: str = typer.Option("fgla", "--algo", "-a", help="gla, fgla (momentum 0.99), admm "
                              "(joint mel inversion by ADMM, Masuyama et al. 2025; magnitude "
@@ -224,8 +215,15 @@ def phase(
                                 "or mag (hold the magnitude fixed: phase-only evaluation). auto: "
                                 "mel, except with --source true, --algo degli or frames that "
                                 "overlap by less than 75 % (BENCHMARKS.md)."),
-    source: str = typer.Option("mag", help="mag (from invert) or true (stored true magnitude: "
+    source: str = typer.Option("auto", help="auto (mag when `pipeline invert` has run, else "
+                               "mel), mag (what invert wrote), mel (invert in memory with "
+                               "--method, batch by batch: no magnitude is written, the store "
+                               "stays smaller than the audio) or true (stored true magnitude: "
                                "phase-only evaluation)."),
+    method: str = typer.Option("pinv", help="--source mel: pinv, nnls or model."),
+    invert_weights: Optional[str] = typer.Option(None, "--invert-weights", help="--source mel "
+                                                 "--method model: inverter weights (default: "
+                                                 "shipped, matching the store)."),
     init: str = typer.Option("zeros", help="Initial phase: zeros, random, or pghi (phase-gradient "
                              "integration: better start, fewer iterations needed)."),
     momentum: float = typer.Option(0.99, callback=lambda v: _momentum(v),
@@ -235,8 +233,8 @@ def phase(
                                          "--iters DeGLI blocks (default: the regime the weights "
                                          "were trained for, in their card)."),
     device: Device = typer.Option(Device.auto, help="auto picks CUDA when available."),
-    batch_frames: int = typer.Option(256, "--batch-frames", min=1, help="Padded frames per batch "
-                                     "(small batches stay in cache: fastest on CPU)."),
+    batch_frames: Optional[int] = typer.Option(None, "--batch-frames", min=1, help="Padded frames per batch "
+                                     "(default: 256 on CPU, where small batches stay in cache; 16384 on CUDA)."),
     seed: int = typer.Option(0, help="Seed of the random initial phase."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker processes "
                                 "(CPU; local: at most one per core; SLURM: jobs)."),
@@ -249,21 +247,79 @@ def phase(
 ) -> None:
     """Magnitude -> waveform, one wav per utterance. Resumable: existing wavs are kept when the
     store and every setting match the run that wrote them (WAV_DIR/.pipeline-run.json)."""
-    from .phase import phase as run
-    from .weights import WeightsError
+    from pipeline.stages.phase import phase as run
 
-    extra = {"momentum": momentum} if algo == "fgla" else {}
-    if algo == "degli":
-        extra = {"weights": weights, "warmup": warmup, "momentum": momentum}
     try:
         res = run(store, out, algo, n_iter=iters, source=source, init=init, device=device.value,
                   workers=workers, batch_frames=batch_frames, seed=seed, cluster=cluster.value,
                   profile=profile, progress=not quiet, project=project, overwrite=overwrite,
-                  **extra)
-    except (*_errors(), WeightsError, ValueError) as exc:
+                  momentum=momentum, weights=weights, warmup=warmup, method=method,
+                  invert_weights=invert_weights)
+    except PipelineError as exc:
         _fail(str(exc))
     _report(res, f"reconstructed ({algo}{f', {iters} iterations' if iters is not None else ''}, "
                  f"--project {project})")
+
+
+@app.command()
+def run(
+    inputs: List[Path] = typer.Argument(..., help="A folder, a .jsonl manifest, or audio files."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for mels.zarr, wav/ and "
+                             "(with --score) report.csv."),
+    config: str = typer.Option("mel80-16k", "--config", "-c",
+                               help="Preset name (configs/NAME.toml) or a TOML file."),
+    method: str = typer.Option("pinv", help="Mel -> magnitude: pinv, nnls or model."),
+    invert_weights: Optional[str] = typer.Option(None, "--invert-weights", help="--method "
+                                                 "model: inverter weights (default: shipped)."),
+    algo: str = typer.Option("fgla", "--algo", "-a", help="Phase algorithm: gla, fgla, admm."),
+    iters: Optional[int] = typer.Option(None, "--iters", "-n", min=0, help="Phase iterations "
+                                        "(default: 800 joint, 100 with the magnitude fixed)."),
+    project: str = typer.Option("auto", "--project", help="auto, mel (joint mel inversion) "
+                                "or mag (magnitude fixed): as `pipeline phase`."),
+    keep_mag: bool = typer.Option(False, "--keep-mag", help="Also write the inverted "
+                                  "magnitudes into the store (`pipeline invert`); by default "
+                                  "they live in memory only and the store holds the mel."),
+    score: bool = typer.Option(False, "--score", help="Score the wavs against the input audio."),
+    metrics: Optional[str] = typer.Option(None, help="--score: comma-separated metrics "
+                                          "(default: those of `pipeline score`)."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker processes, "
+                                "one cluster for every stage (local: at most one per core)."),
+    cluster: Cluster = typer.Option(Cluster.local, help="local processes or a SLURM cluster."),
+    profile: Optional[str] = typer.Option(None, help="Cluster profile (configs/cluster-*.toml)."),
+    device: Device = typer.Option(Device.auto, help="auto picks CUDA when available."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace what an earlier run "
+                                   "with other settings left in --out."),
+) -> None:
+    """Audio -> mels -> waveforms [-> scores] in one process and on one cluster: extract, then
+    phase inverting the mel in memory (or invert with --keep-mag), then score. Resumable:
+    re-run the same command to finish a killed run."""
+    from pipeline.config import load_config
+    from pipeline.stages.run import run as run_stages
+
+    try:
+        res = run_stages(list(inputs), out, load_config(config), method=method,
+                         invert_weights=invert_weights, algo=algo, n_iter=iters, project=project,
+                         keep_mag=keep_mag, score=score,
+                         metrics=metrics.split(",") if metrics else None, workers=workers,
+                         cluster=cluster.value, profile=profile, device=device.value,
+                         progress=not quiet, overwrite=overwrite)
+    except PipelineError as exc:
+        _fail(str(exc))
+    failed = False
+    for name, r in res.stages.items():
+        console.print(f"[green]{name}[/]: {r.done} utterance(s) in {r.seconds:.1f} s; "
+                      f"{r.skipped_shards} shard(s) already complete")
+        if r.failures:
+            failed = True
+            console.print(f"  [bold red]{len(r.failures)} item(s) failed[/], listed in "
+                          f"{_e(str(r.failures_csv))}")
+    if res.score is not None:
+        print(res.score.markdown)
+        failed = failed or bool(res.score.failures)
+    console.print(f"done in {res.seconds:.1f} s -> {_e(str(out))}")
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -291,12 +347,12 @@ def score(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Objective metrics per utterance (CSV), a summary CSV and a Markdown table."""
-    from .score import score as run
+    from pipeline.stages.score import score as run
 
     try:
         res = run(hyp, out, ref, metrics.split(",") if metrics else None, workers=workers,
                   cluster=cluster.value, profile=profile, progress=not quiet, plot=plot)
-    except (*_errors(), ValueError) as exc:
+    except PipelineError as exc:
         _fail(str(exc))
     print(res.markdown)
     console.print(f"{len(res.rows)} utterances scored in {res.seconds:.1f} s -> {_e(str(res.csv))}, "
@@ -316,7 +372,7 @@ class LogKind(str, Enum):
 
 def _convention(preset: str, **overrides):
     """A preset with explicit overrides applied (None = keep the preset's value)."""
-    from .config import load_config
+    from pipeline.config import load_config
 
     cfg = load_config(preset)
     renames = {"sr": "sample_rate", "hop": "hop_length", "win": "win_length"}
@@ -365,8 +421,7 @@ def vocode(
 ) -> None:
     """TTS mels -> wavs (invert + phase), with a round-trip mel check in the report. Resumable:
     existing wavs are kept when the input and every setting match the run that wrote them."""
-    from .vocode import MelError, vocode as run
-    from .weights import WeightsError
+    from pipeline.stages.vocode import vocode as run
 
     try:
         cfg = _convention(preset, sr=sr, n_fft=n_fft, hop=hop, win=win, n_mels=n_mels, fmin=fmin,
@@ -375,7 +430,7 @@ def vocode(
         res = run(mels, out, cfg, method=method, weights=weights, algo=algo, n_iter=iters,
                   device=device.value, workers=workers, progress=not quiet, project=project,
                   overwrite=overwrite)
-    except (*_errors(), MelError, WeightsError, ValueError) as exc:
+    except PipelineError as exc:
         _fail(str(exc))
     console.print(f"[green]vocoded[/] {res.done} file(s) ({res.audio_seconds:.1f} s of audio) in "
                   f"{res.seconds:.1f} s, {res.skipped} already done -> {_e(str(res.store))}")
@@ -403,14 +458,13 @@ def predict(
     device: Device = typer.Option(Device.auto),
 ) -> None:
     """One file: audio -> mel -> reconstruction. Writes the wav, a spectrogram PNG and PESQ/STOI JSON."""
-    from .config import load_config
-    from .predict import predict as run
-    from .weights import WeightsError
+    from pipeline.config import load_config
+    from pipeline.stages.predict import predict as run
 
     try:
         res = run(audio, out, load_config(config), method=method, weights=weights, algo=algo,
                   n_iter=iters, device=device.value, project=project)
-    except (*_errors(), WeightsError, ValueError) as exc:
+    except PipelineError as exc:
         _fail(str(exc))
     print(json.dumps(res, indent=1))
 
@@ -423,7 +477,7 @@ def train_degli(
     epochs: int = typer.Option(30),
     steps: int = typer.Option(100, help="Steps per epoch."),
     channels: int = typer.Option(8, help="Width of the residual net (a block of 8 channels "
-                                 "costs ~28 FGLA iterations on CPU: benchmarks/degli_cost.py)."),
+                                 "costs ~28 FGLA iterations on CPU: benchmarks/checks/degli_cost.py)."),
     warmup: int = typer.Option(100, help="FGLA iterations before the blocks at inference "
                                "(validation uses this; training samples --train-warmup)."),
     train_warmup: Tuple[int, int] = typer.Option((20, 200), "--train-warmup", help="Range of "
@@ -444,17 +498,18 @@ def train_degli(
 ) -> None:
     """Train the DeGLI residual network on FGLA iterates of the stores' STFTs (true magnitudes,
     or the learned inverter's with --after-model). Re-run the same command to resume."""
-    from .phase.degli import DeGLIConfig, DeGLITrainConfig, train_degli as run
-    from .weights import WeightsError
+    from pipeline.models.degli import DeGLIConfig
+    from pipeline.train.degli import DeGLITrainConfig
+    from pipeline.train.degli import train_degli as run
 
     hp = DeGLIConfig(channels=channels, warmup=warmup, momentum=momentum,
                      magnitude="model" if after_model else "true", invert_weights=after_model)
     tc = DeGLITrainConfig(epochs=epochs, steps_per_epoch=steps, seed=seed, unroll=unroll, lr=lr,
                           inits=tuple(train_init),
-                          warmup_range=tuple(train_warmup))
+                          warmup_range=(train_warmup[0], train_warmup[1]))
     try:
         card = run(train, val, out, tc, hp, progress=not quiet)
-    except (*_errors(), WeightsError, ValueError) as exc:
+    except PipelineError as exc:
         _fail(str(exc))
     console.print(f"best epoch {card['best_epoch']}: {card['validation']} -> {out / (out.name + '.pt')}")
     if not card["validation"]["beats_zero_residual"]:
@@ -490,8 +545,9 @@ def train_invert(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Train the PInv + conv autoencoder inverter. Re-run the same command to resume."""
-    from .invert.model import ModelConfig
-    from .invert.train import TrainConfig, train_invert as run
+    from pipeline.models.inverter import ModelConfig
+    from pipeline.train.invert import TrainConfig
+    from pipeline.train.invert import train_invert as run
 
     try:
         card = run(train, val, out, TrainConfig(epochs=epochs, steps_per_epoch=steps,
@@ -499,7 +555,7 @@ def train_invert(
                    loss_floor=loss_floor, ema=ema, gain_db=gain_db, threads=threads),
                    ModelConfig(channels=channels, backbone=backbone, depth=depth, kernel=kernel),
                    progress=not quiet)
-    except (*_errors(), ValueError) as exc:
+    except PipelineError as exc:
         _fail(str(exc))
     v, b = card["validation"], card["validation_baselines"]
     console.print(f"best epoch {card['best_epoch']}: validation SC {v['sc']:.3f}, LSD "
@@ -510,11 +566,11 @@ def train_invert(
 @app.command()
 def info(store: Path = typer.Argument(..., help="A store written by `pipeline extract`.")) -> None:
     """Summarise a store: config, utterances, arrays and completion of each stage."""
-    from .store import Store, failures_csv_path
+    from pipeline.io.store import Store, failures_csv_path
 
     try:
         s = Store(store)
-    except _errors() as exc:
+    except PipelineError as exc:
         _fail(str(exc))
     entries = s.all_entries()
     cfg = s.config
@@ -523,9 +579,9 @@ def info(store: Path = typer.Argument(..., help="A store written by `pipeline ex
           f"{cfg.n_mels} mels, log {cfg.log}")
     print(f"utterances {len(entries)} ({sum(e.n_samples for e in entries) / cfg.sample_rate:.1f} s), "
           f"{len(s.shard_names())} shards")
-    for marker in ("complete", "mag"):
+    for marker in ("extract", "mag"):
         todo = s.incomplete(marker)
-        print(f"{'extract' if marker == 'complete' else 'invert':10} "
+        print(f"{'extract' if marker == 'extract' else 'invert':10} "
               f"{len(s.shard_names()) - len(todo)}/{len(s.shard_names())} shards complete")
     counts = []
     for stage in ("extract", "invert"):   # every failure a run recorded, header failures too
@@ -540,11 +596,11 @@ def cluster_script(
     profile: str = typer.Option("slurm-local", help="configs/cluster-NAME.toml or a TOML path."),
 ) -> None:
     """Print the SLURM job script dask-jobqueue would submit for a profile."""
-    from .cluster import job_script
+    from pipeline.parallel.cluster import job_script
 
     try:
         print(job_script(profile))
-    except _errors() as exc:
+    except PipelineError as exc:
         _fail(str(exc))
 
 

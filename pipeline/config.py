@@ -7,11 +7,14 @@ was trained on. :meth:`AudioConfig.diff` names the fields that disagree.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
-from importlib import resources
 from dataclasses import dataclass, fields
+from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import tomllib
+
+from pipeline.errors import PipelineError
 
 LOG_KINDS = ("ln", "log10", "db", "none")
 MEL_SCALES = ("slaney", "htk")
@@ -22,7 +25,7 @@ PAD_MODES = ("constant", "reflect")
 CONFIG_DIR = Path(str(resources.files("pipeline") / "presets"))
 
 
-class ConfigError(ValueError):
+class ConfigError(PipelineError, ValueError):
     """A configuration value is invalid or two configurations disagree."""
 
 

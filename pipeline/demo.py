@@ -9,13 +9,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .config import load_config
-from .extract import extract
-from .invert import invert
-from .manifest import prepare_pocketsphinx
-from .phase import phase
-from .phase.stage import default_iters
-from .score import score
+from pipeline.config import load_config
+from pipeline.io.manifest import prepare_pocketsphinx
+from pipeline.stages.extract import extract
+from pipeline.stages.invert import invert
+from pipeline.stages.phase import default_iters, phase
+from pipeline.stages.score import score
 
 
 def run(out: Path, config: str = "mel80-16k", iters: int | None = None, workers: int = 1) -> dict:
@@ -24,7 +23,7 @@ def run(out: Path, config: str = "mel80-16k", iters: int | None = None, workers:
     utts = prepare_pocketsphinx(manifest)
     cfg = load_config(config)
     store = out / f"pocketsphinx-{config}.zarr"
-    print(f"[1/4] extract {len(utts)} utterances ({sum(u.duration for u in utts):.1f} s) -> {store}")
+    print(f"[1/4] extract {len(utts)} utterances ({sum(u.duration or 0.0 for u in utts):.1f} s) -> {store}")
     r = extract(manifest, store, cfg, with_mag=True, workers=workers, shard_seconds=15)
     method = "pinv"
     print(f"[2/4] invert mel -> magnitude with {method}")

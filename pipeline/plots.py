@@ -36,7 +36,7 @@ def spectrogram_pair(ref: np.ndarray | None, est: np.ndarray, sr: int, path: Pat
 
 
 def score_plots(rows: list[dict], metrics: list[str], out_dir: Path, rate: int | None) -> list[Path]:
-    from .audio import info, load
+    from pipeline.io.audio import info, load
     plt = _plt()
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []

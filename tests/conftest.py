@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from pipeline.config import load_config
-from pipeline.extract import extract
-from pipeline.manifest import POCKETSPHINX_DIR, read_manifest
-from pipeline.store import Store
+from pipeline.io.manifest import POCKETSPHINX_DIR, read_manifest
+from pipeline.io.store import Store
+from pipeline.stages.extract import extract
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFEST = REPO / "manifests" / "pocketsphinx.jsonl"

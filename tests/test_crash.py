@@ -8,10 +8,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
-
-from pipeline.store import Store
 from conftest import assert_same_store
+
+from pipeline.io.store import Store
+
+pytestmark = pytest.mark.slow   # the whole module: `make test` runs it, `make test-fast` not
 
 PIPELINE = [sys.executable, "-m", "pipeline.cli"]
 

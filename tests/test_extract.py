@@ -5,13 +5,13 @@ import librosa
 import numpy as np
 import pytest
 import soundfile as sf
-
-from pipeline import extract as extract_mod
-from pipeline.audio import load
-from pipeline.config import load_config
-from pipeline.extract import extract
-from pipeline.store import Store
 from conftest import assert_same_store
+
+from pipeline.config import load_config
+from pipeline.io.audio import load
+from pipeline.io.store import Store
+from pipeline.stages import extract as extract_mod
+from pipeline.stages.extract import extract
 
 
 def librosa_mel(y, cfg):
@@ -48,7 +48,6 @@ def test_store_mel_equals_librosa(tmp_path, corpus_manifest, corpus, preset):
 
 def test_true_magnitude_matches_librosa_stft(store80, corpus):
     store = Store(store80)
-    cfg = store.config
     by_id = {u.id: u for u in corpus}
     entry, mag = next(store.iter_utterances("mag_true"))
     y = load(by_id[entry.id].path, 16000)
@@ -115,6 +114,7 @@ def test_config_mismatch_is_refused_naming_the_field(tmp_path, corpus_manifest):
         extract(corpus_manifest, out, load_config("mel250-16k"), progress=False)
 
 
+@pytest.mark.slow
 def test_two_dask_workers_write_the_same_store(tmp_path, corpus_manifest):
     cfg = load_config("mel80-16k")
     one, two = tmp_path / "one.zarr", tmp_path / "two.zarr"
@@ -122,3 +122,14 @@ def test_two_dask_workers_write_the_same_store(tmp_path, corpus_manifest):
     assert extract(corpus_manifest, two, cfg, shard_seconds=10.0, workers=2, progress=False).ok
     assert len(Store(one).shard_names()) >= 4
     assert_same_store(one, two)
+
+
+def test_store_without_magnitudes_is_smaller_than_the_audio(tmp_path, corpus_manifest, corpus):
+    """The default route's store (the mel only: `phase` inverts in memory) takes less room
+    than the 16-bit PCM of its audio (80 float32 mels per 256 samples: 0.625x before zarr's
+    compression)."""
+    out = tmp_path / "s.zarr"
+    assert extract(corpus_manifest, out, load_config("mel80-16k"), progress=False).ok
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    pcm = 2 * sum(e.n_samples for e in Store(out).all_entries())
+    assert size <= 0.7 * pcm, (size, pcm)

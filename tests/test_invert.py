@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.algorithms.invert import nnls, pinv
 from pipeline.config import load_config
-from pipeline.invert import invert, nnls, pinv
-from pipeline.store import Store
+from pipeline.io.store import Store
+from pipeline.stages.invert import invert
 
 
 def test_nnls_matches_librosa_mel_to_stft(store80):
@@ -57,11 +58,12 @@ def test_model_inversion_records_weights_digest_and_redoes_on_retrain(tmp_path, 
     """Each shard records the weights' sha256; a shard inverted by other weights of the same
     name (retrained) is not taken as done."""
     import shutil
-    from pipeline import weights as W
+
+    from pipeline.io import weights as W
     s = tmp_path / "s.zarr"
     shutil.copytree(store80, s)
     assert invert(s, "model", progress=False).ok
-    store = Store(s)
+    store = Store(s, "r+")
     digest = W.read_card(W.resolve("invert-mel80-16k"))["sha256"]
     names = store.shard_names()
     assert {store.shard_attrs(n)["mag"]["weights_sha256"] for n in names} == {digest}
@@ -77,7 +79,7 @@ def test_nan_mel_is_reported_not_fatal(tmp_path, store80):
     import shutil
     s = tmp_path / "s.zarr"
     shutil.copytree(store80, s)
-    store = Store(s)
+    store = Store(s, "r+")
     name = store.shard_names()[0]
     g = store.shard_group(name)
     entry = store.entries(name)[0]
@@ -94,8 +96,8 @@ def test_nan_mel_is_reported_not_fatal(tmp_path, store80):
 def test_mel_bound_holds_for_real_speech(wav_corpus, preset):
     """log_magnitude_bound (the learned model's output clamp) is never below the true
     log-magnitude of real speech, and it is tight enough to matter (median gap < 3 nepers)."""
-    from pipeline.audio import load
-    from pipeline.mel import compress, filterbank, log_magnitude_bound, ragged_batch, stft
+    from pipeline.dsp.mel import compress, filterbank, log_magnitude_bound, ragged_batch, stft
+    from pipeline.io.audio import load
 
     cfg = load_config(preset)
     ys = [load(u.path, cfg.sample_rate) for u in wav_corpus[:4]]
@@ -110,3 +112,15 @@ def test_mel_bound_holds_for_real_speech(wav_corpus, preset):
     assert (logmag <= bound + 1e-4).all()
     assert torch.isfinite(bound).all()
     assert (bound - logmag)[mag > 1e-4].median() < 3.0
+
+
+def test_store_opened_for_reading_is_read_only(tmp_path, store80):
+    """``Store(path)`` reads; only ``Store(path, "r+")`` (the writers) may change it."""
+    import shutil
+    s = tmp_path / "s.zarr"
+    shutil.copytree(store80, s)
+    store = Store(s)
+    name = store.shard_names()[0]
+    with pytest.raises(ValueError, match="read-only|read only"):
+        store.shard_group(name).attrs["mag"] = {"complete": True}
+    assert not store.is_complete(name, "mag") and store.is_complete(name, "extract")

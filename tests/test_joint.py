@@ -3,14 +3,14 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.audio import load
+from pipeline.algorithms.joint import MelTarget, project_mel
 from pipeline.config import load_config, preset_names
-from pipeline.invert.stage import invert_frames
-from pipeline.mel import compress, filterbank, ragged_batch, stft
-from pipeline.metrics import pesq_wb
-from pipeline.phase import phase, reconstruct
-from pipeline.phase.joint import MelTarget, project_mel
-from pipeline.specmetrics import spectral_convergence
+from pipeline.dsp.mel import compress, filterbank, ragged_batch, stft
+from pipeline.dsp.spectral import spectral_convergence
+from pipeline.io.audio import load
+from pipeline.metrics.registry import pesq_wb
+from pipeline.stages.invert import invert_frames
+from pipeline.stages.phase import phase, reconstruct
 
 PRESETS = ["espnet-22k", "hifigan-22k", "librosa-22k", "mel250-16k", "mel80-16k", "torchaudio-16k"]
 
@@ -74,6 +74,7 @@ def test_mel_projected_iterations_approach_the_true_magnitude(speech16):
     assert sc[-1] < sc[0] - 0.1, sc      # measured 0.49 -> 0.28 on these three utterances
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", PRESETS)
 def test_joint_follows_every_convention(preset, speech16):
     """Per preset (its rate, scale, norm, power, log and clamp): from the NNLS magnitude, 100
@@ -83,7 +84,7 @@ def test_joint_follows_every_convention(preset, speech16):
     espnet-22k 3.50 -> 3.61, hifigan-22k 3.59 -> 3.87, librosa-22k 2.59 -> 3.36,
     mel250-16k 4.02 -> 4.13, mel80-16k 2.93 -> 3.60; torchaudio-16k (50 % overlap)
     2.55 -> 2.44, so ``auto`` keeps the magnitude fixed there."""
-    from pipeline.phase.stage import resolve_project
+    from pipeline.stages.phase import resolve_project
 
     cfg = load_config(preset)
     ys = [_resample(y, cfg.sample_rate) for y in speech16[:2]]
@@ -131,12 +132,13 @@ def test_admm_improves_on_its_start_and_refuses_power_mels(speech16):
         reconstruct(start, lengths, cfg, "degli", n_iter=1, project="mel", mels=mels)
 
 
+@pytest.mark.slow
 def test_phase_stage_projects_on_the_store_mel(tmp_path, store80, corpus):
     """`phase --project mel` reads the store's mel beside the magnitudes, and scores above
     the fixed-magnitude route on the same store (NNLS magnitudes)."""
     import shutil
 
-    from pipeline.invert import invert
+    from pipeline.stages.invert import invert
     store = tmp_path / "s.zarr"
     shutil.copytree(store80, store)
     invert(store, "nnls", progress=False)
@@ -152,6 +154,7 @@ def test_phase_stage_projects_on_the_store_mel(tmp_path, store80, corpus):
     assert scores["mel"] > scores["mag"] + 0.1, scores
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("project", ["mag", "mel"])
 def test_long_items_in_chunks_sound_like_whole_ones(wav_corpus, project):
     """Items over ``long_frames`` are reconstructed in overlapping chunks (memory flat in the

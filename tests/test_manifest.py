@@ -1,6 +1,5 @@
-import json
 
-from pipeline.manifest import prepare_pocketsphinx, read_manifest, manifest_from_folder
+from pipeline.io.manifest import manifest_from_folder, prepare_pocketsphinx, read_manifest
 
 
 def test_pocketsphinx_recipe_matches_committed_manifest(tmp_path, corpus_manifest):
@@ -14,7 +13,8 @@ def test_pocketsphinx_recipe_matches_committed_manifest(tmp_path, corpus_manifes
 
 
 def test_manifest_ids_are_relative_paths(tmp_path):
-    import numpy as np, soundfile as sf
+    import numpy as np
+    import soundfile as sf
     (tmp_path / "a b" / "ü").mkdir(parents=True)
     sf.write(tmp_path / "a b" / "ü" / "x 1.wav", np.zeros(1600, np.float32) + 0.1, 16000)
     sf.write(tmp_path / "top.flac", np.zeros(800, np.float32) + 0.1, 8000)
@@ -29,6 +29,7 @@ def test_read_manifest_errors_name_the_line(tmp_path):
     p = tmp_path / "m.jsonl"
     p.write_text('{"id": "a", "path": "/x.wav"}\nnot json\n')
     import pytest
-    from pipeline.manifest import ManifestError
+
+    from pipeline.io.manifest import ManifestError
     with pytest.raises(ManifestError, match=r"m.jsonl:2"):
         read_manifest(p)

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
-from pipeline import metrics
-from pipeline.audio import load
-from pipeline.config import load_config
-from pipeline.mel import ragged_batch, stft
-from pipeline.phase import reconstruct
-from pipeline.score import score
 from reference_metrics import espnet_mcd, nuwave_lsd
+
+from pipeline.config import load_config
+from pipeline.dsp.mel import ragged_batch, stft
+from pipeline.io.audio import load
+from pipeline.metrics import registry as metrics
+from pipeline.stages.phase import reconstruct
+from pipeline.stages.score import score
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,7 @@ def pairs(tmp_path_factory, wav_corpus):
     return out
 
 
+@pytest.mark.slow
 def test_mcd_is_espnets_recipe(pairs):
     for ref, hyp in pairs:
         want = espnet_mcd(hyp, ref)
@@ -72,6 +73,7 @@ def test_every_metric_states_its_unit():
     assert set(metrics.METRICS) <= set(metrics.UNITS)
 
 
+@pytest.mark.slow
 def test_dnsmos_scores_each_signal_by_content(wav_corpus):
     """Six different utterances get six scores, even when each array is freed before the
     next is made (the old cache, keyed by id(array), gave them one score); the same content
@@ -135,6 +137,7 @@ def test_a_crash_in_the_pesq_library_costs_one_item(tmp_path, pairs, monkeypatch
     assert (tmp_path / "r.csv").exists() and res.failures == 1
 
 
+@pytest.mark.slow
 def test_long_items_are_scored_in_segments_close_to_whole(wav_corpus):
     """STOI/ESTOI of items over a minute are length-weighted means of 60 s segments (pystoi's
     whole-item arrays took 3.7 GB for 20 minutes); on 150 s of real speech the value stays

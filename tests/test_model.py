@@ -6,14 +6,16 @@ import pytest
 from pesq import pesq
 from pystoi import stoi
 
-from pipeline import weights as W
-from pipeline.invert.model import load_invert_model
-from pipeline.audio import load
-from pipeline.config import AudioConfig, load_config
-from pipeline.extract import extract
-from pipeline.invert.stage import invert_frames
-from pipeline.phase import reconstruct
-from pipeline.store import Store
+from pipeline.config import load_config
+from pipeline.io import weights as W
+from pipeline.io.audio import load
+from pipeline.io.store import Store
+from pipeline.models.inverter import load_invert_model
+from pipeline.stages.extract import extract
+from pipeline.stages.invert import invert_frames
+from pipeline.stages.phase import reconstruct
+
+pytestmark = pytest.mark.slow   # the whole module: `make test` runs it, `make test-fast` not
 
 SHIPPED = {"mel80-16k": "invert-mel80-16k", "mel250-16k": "invert-mel250-16k",
            "hifigan-22k": "invert-hifigan-22k"}

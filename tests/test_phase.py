@@ -5,11 +5,11 @@ import pytest
 import torch
 from pesq import pesq
 
-from pipeline.audio import load
 from pipeline.config import load_config
-from pipeline.mel import ragged_batch, stft
-from pipeline.phase import phase, reconstruct
-from pipeline.store import Store
+from pipeline.dsp.mel import ragged_batch, stft
+from pipeline.io.audio import load
+from pipeline.io.store import Store
+from pipeline.stages.phase import phase, reconstruct
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +21,7 @@ def speech(wav_corpus):
     return ys, [mag[i, :k] for i, k in enumerate(n)], cfg
 
 
+@pytest.mark.slow
 def test_fgla_agrees_with_librosa_griffinlim(speech):
     """Same algorithm (momentum 0.99, zero initial phase, 100 iterations): PESQ within 0.05."""
     ys, mags, cfg = speech
@@ -34,6 +35,7 @@ def test_fgla_agrees_with_librosa_griffinlim(speech):
         assert p_ours > 3.8
 
 
+@pytest.mark.slow
 def test_fgla_beats_gla_and_batches_like_single(speech):
     ys, mags, cfg = speech
     lengths = [len(y) for y in ys]
@@ -46,11 +48,11 @@ def test_fgla_beats_gla_and_batches_like_single(speech):
     np.testing.assert_allclose(alone, f[0], atol=2e-4)   # padding in a batch changes nothing
 
 
+@pytest.mark.slow
 def test_phase_stage_true_magnitudes_and_resume(tmp_path, store80, corpus):
     out = tmp_path / "wavs"
     res = phase(store80, out, "fgla", n_iter=100, source="true", progress=False)
     assert res.ok and res.done == len(corpus)
-    by_id = {u.id: u for u in corpus}
     scores = []
     for u in corpus:
         y = load(u.path, 16000)
@@ -63,6 +65,7 @@ def test_phase_stage_true_magnitudes_and_resume(tmp_path, store80, corpus):
     assert again.done == 1
 
 
+@pytest.mark.slow
 def test_two_dask_workers_write_what_one_process_writes(tmp_path, store80, corpus):
     """The local cluster path (forkserver workers, 1 torch thread each) against the in-process
     path with 1 thread: the same samples for every utterance. The cluster leaves this
@@ -86,9 +89,9 @@ def test_several_workers_get_the_last_shards_in_parts(tmp_path, store80, corpus)
     workers run out of work together); every utterance is in exactly one task, a resume plans
     only the part of a missing wav, and that part writes the same samples as the whole-shard
     run did. A crashed part names its shard and buckets in the failures."""
-    from pipeline.parallel import TaskResult
-    from pipeline.phase.stage import PhaseJob, _task_label, part_items, phase_shard, plan_tasks
-    from pipeline.results import StageResult
+    from pipeline.io.results import StageResult
+    from pipeline.parallel.tasks import TaskResult
+    from pipeline.stages.phase import PhaseJob, _task_label, part_items, phase_shard, plan_tasks
 
     store, out = Store(store80), tmp_path / "w"
     job = PhaseJob(str(store80), str(out), "fgla", 20, source="true", threads=1)
@@ -132,20 +135,25 @@ def test_several_workers_get_the_last_shards_in_parts(tmp_path, store80, corpus)
                for f in crashed)
 
 
-def test_phase_without_mag_says_run_invert(tmp_path, store80):
+def test_phase_source_mag_without_mag_says_run_invert(tmp_path, store80):
+    """--source mag on a store `invert` never saw, or saw only in part, says what to run."""
     import shutil
     s = tmp_path / "s.zarr"
     shutil.copytree(store80, s)
-    with pytest.raises(ValueError, match="pipeline invert"):
+    with pytest.raises(ValueError, match="run `pipeline invert` first"):
+        phase(s, tmp_path / "w", source="mag", progress=False)
+    store = Store(s, "r+")
+    store.shard_group(store.shard_names()[0]).attrs["mag"] = {"complete": False}
+    with pytest.raises(ValueError, match=r"finished 0 of \d+ shards"):
         phase(s, tmp_path / "w", progress=False)
 
 
 def test_degli_block_with_zero_residual_is_gla(speech):
     """DeGLI's plumbing (amplitude + consistency projections, block loop): with the
     zero-initialised residual net it must reproduce plain GLA exactly."""
-    from pipeline.batching import stack_frames
-    from pipeline.phase.degli import DeGLINet, degli
-    from pipeline.phase.gla import gla
+    from pipeline.algorithms.gla import gla
+    from pipeline.models.degli import DeGLINet, degli
+    from pipeline.parallel.batching import stack_frames
 
     ys, mags, cfg = speech
     m = stack_frames(mags[:3])
@@ -154,19 +162,19 @@ def test_degli_block_with_zero_residual_is_gla(speech):
     b, _ = gla(m, lengths, cfg, n_iter=8)
     np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
     # with a warm-up: FGLA iterations, then the blocks (= GLA steps here)
-    from pipeline.phase.gla import iterate
+    from pipeline.algorithms.gla import iterate
     a, pair = degli(m, lengths, cfg, n_iter=3, model=DeGLINet(cfg).eval(), warmup=5)
     spec = iterate(iterate(m.to(torch.complex64), m, pair, 5, 0.99), m, pair, 3, 0.0)
     np.testing.assert_allclose(a.numpy(), pair.istft(spec).numpy(), atol=1e-5)
     # a net for the inverter's magnitudes leaves its output unprojected: the last block's
     # consistency projection adds nothing, so 3 blocks are 2 GLA steps
-    from pipeline.phase.degli import DeGLIConfig
+    from pipeline.models.degli import DeGLIConfig
     net = DeGLINet(cfg, DeGLIConfig(magnitude="model")).eval()
     a, pair = degli(m, lengths, cfg, n_iter=3, model=net, warmup=5)
     spec = iterate(iterate(m.to(torch.complex64), m, pair, 5, 0.99), m, pair, 2, 0.0)
     np.testing.assert_allclose(a.numpy(), pair.istft(spec).numpy(), atol=1e-5)
     # chained with FGLA's momentum, the zero-residual blocks are FGLA itself
-    from pipeline.phase.gla import griffin_lim
+    from pipeline.algorithms.gla import griffin_lim
     net = DeGLINet(cfg, DeGLIConfig(momentum=0.99)).eval()
     a, _ = degli(m, lengths, cfg, n_iter=8, model=net, warmup=0)
     b, _ = griffin_lim(m, lengths, cfg, n_iter=8, momentum=0.99)
@@ -190,21 +198,22 @@ def test_degli_block_with_zero_residual_is_gla(speech):
 def test_degli_without_weights_says_how_to_train(corpus_manifest, tmp_path):
     """No DeGLI weights ship for 250 mels: the run fails before any work, saying how to
     train some."""
-    from pipeline.extract import extract
-    from pipeline.weights import WeightsError
+    from pipeline.io.weights import WeightsError
+    from pipeline.stages.extract import extract
     store = tmp_path / "s250.zarr"
     extract(corpus_manifest, store, load_config("mel250-16k"), with_mag=True, progress=False)
     with pytest.raises(WeightsError, match="pipeline train degli"):
         phase(store, tmp_path / "w", "degli", n_iter=2, source="true", progress=False)
 
 
+@pytest.mark.slow
 def test_shipped_degli_on_real_speech(store80, corpus, tmp_path):
     """The shipped DeGLI net (true magnitudes, 80-mel STFT; acts in the first 8 iterations,
     FGLA after) on the 14 test utterances through the phase stage: what BENCHMARKS.md
     reports, within the noise of a 14-utterance mean. Measured here: 8 iterations 3.308 vs
     FGLA-8 3.277 (3.308 vs 3.287 with all 14 in one batch). It is no speed-up: one block
     costs ~28 FGLA iterations on CPU (BENCHMARKS.md)."""
-    from pipeline.phase.degli import load_degli
+    from pipeline.models.degli import load_degli
     net = load_degli(None, load_config("mel80-16k"))      # checksum-verified, card config
     assert net.hparams.momentum == 0.99 and net.hparams.horizon == 8
     scores = {}
@@ -215,3 +224,28 @@ def test_shipped_degli_on_real_speech(store80, corpus, tmp_path):
                                      "wb") for u in corpus])
     assert scores["degli"] > 3.2
     assert scores["degli"] > scores["fgla"] - 0.05, scores
+
+
+def test_in_memory_inversion_writes_what_invert_then_phase_writes(tmp_path, store80, corpus):
+    """`phase --source mel` (the default when `invert` has not run) inverts each batch in
+    memory: the same samples as `invert` + `phase --source mag`, and no magnitude in the
+    store."""
+    import shutil
+
+    from pipeline.stages.invert import invert
+
+    fresh = tmp_path / "fresh.zarr"
+    shutil.copytree(store80, fresh)
+    mem = phase(fresh, tmp_path / "mem", "fgla", n_iter=20, project="mag", progress=False)
+    assert mem.ok and mem.done == len(corpus)
+    s = Store(fresh)
+    assert not any(s.shard_attrs(n).get("mag") for n in s.shard_names())
+    assert invert(fresh, "pinv", progress=False).ok
+    stored = phase(fresh, tmp_path / "mag", "fgla", n_iter=20, project="mag", progress=False)
+    assert stored.ok
+    for u in corpus:
+        a, b = load(tmp_path / "mem" / f"{u.id}.wav", 16000), load(tmp_path / "mag" / f"{u.id}.wav", 16000)
+        np.testing.assert_array_equal(a, b)
+    from pipeline.errors import UsageError
+    with pytest.raises(UsageError, match="unknown method 'nope'"):
+        phase(fresh, tmp_path / "x", "fgla", n_iter=2, source="mel", method="nope", progress=False)

@@ -1,25 +1,25 @@
 """Nothing lost, nothing written where it should not be: one test per reliability bug
 (each failed before its fix)."""
 import json
-from pathlib import Path
 import os
 import shutil
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
-from pipeline.audio import load, write_wav
 from pipeline.config import load_config
-from pipeline.extract import extract
-from pipeline.manifest import ManifestError, read_manifest
-from pipeline.mel import mel_spectrogram
-from pipeline.store import StoreError
-from pipeline.vocode import vocode
+from pipeline.dsp.mel import mel_spectrogram
+from pipeline.io.audio import load, write_wav
+from pipeline.io.manifest import ManifestError, read_manifest
+from pipeline.io.store import StoreError
+from pipeline.stages.extract import extract
+from pipeline.stages.vocode import vocode
 
 
 @pytest.fixture()
@@ -135,6 +135,7 @@ def test_bad_option_values_exit_2_before_any_work(tmp_path, args):
     assert not (tmp_path / "O").exists()
 
 
+@pytest.mark.slow
 def test_paths_with_brackets_print_as_they_are(tmp_path, small_corpus):
     """File names are never read as rich markup: `bad[red]x` printed as `badx`, and `a[/]b`
     crashed with MarkupError."""
@@ -152,7 +153,7 @@ def test_paths_with_brackets_print_as_they_are(tmp_path, small_corpus):
 
 @pytest.fixture()
 def small_store(tmp_path, small_corpus):
-    from pipeline.invert import invert
+    from pipeline.stages.invert import invert
     store = tmp_path / "s.zarr"
     assert extract(small_corpus, store, load_config("mel80-16k"), with_mag=True, progress=False).ok
     assert invert(store, "pinv", progress=False).ok
@@ -161,11 +162,11 @@ def small_store(tmp_path, small_corpus):
 
 def test_resume_refuses_wavs_of_other_settings(tmp_path, small_store):
     """`phase` into a folder of wavs made with other --iters reported 'already complete'."""
-    from pipeline.phase import phase
+    from pipeline.stages.phase import phase
     out = tmp_path / "wavs"
     assert phase(small_store, out, n_iter=4, progress=False).done == 2
     assert phase(small_store, out, n_iter=4, progress=False).done == 0        # a true resume
-    from pipeline.results import OutputError
+    from pipeline.io.results import OutputError
     with pytest.raises(OutputError, match="iters: 4 -> 8"):
         phase(small_store, out, n_iter=8, progress=False)
     (out / "keep.txt").write_text("mine")
@@ -185,11 +186,12 @@ def test_vocode_resume_refuses_another_preset(tmp_path, tts_mels):
     np.save(d / "utt.npy", mel)
     out = tmp_path / "out"
     assert vocode(d, out, cfg, method="pinv", n_iter=4, progress=False).done == 1
-    from pipeline.results import OutputError
+    from pipeline.io.results import OutputError
     with pytest.raises(OutputError, match="another run"):
         vocode(d, out, load_config("espnet-22k"), method="pinv", n_iter=4, progress=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["phase", "score"])
 def test_read_only_output_fails_in_one_line_before_work(tmp_path, small_store, stage):
     if os.geteuid() == 0:
@@ -209,7 +211,7 @@ def test_read_only_output_fails_in_one_line_before_work(tmp_path, small_store, s
 
 def test_store_sources_are_absolute(tmp_path, small_corpus, monkeypatch):
     """A store made from a relative folder is scored from another working directory."""
-    from pipeline.store import Store
+    from pipeline.io.store import Store
     monkeypatch.chdir(small_corpus.parent)
     store = tmp_path / "rel.zarr"
     assert extract(small_corpus.name, store, load_config("mel80-16k"), progress=False).ok
@@ -222,6 +224,7 @@ def test_store_sources_are_absolute(tmp_path, small_corpus, monkeypatch):
     (["vocode", "M", "--out", "O", "--method", "foo"], "unknown method"),
     (["vocode", "M", "--out", "O", "--algo", "degli", "--preset", "espnet-22k"], "DeGLI"),
 ])
+@pytest.mark.slow
 def test_bad_choices_fail_in_one_line_before_any_work(tmp_path, small_store, tts_mels, args, words):
     cfg, mel = tts_mels
     (tmp_path / "M").mkdir()
@@ -235,13 +238,14 @@ def test_bad_choices_fail_in_one_line_before_any_work(tmp_path, small_store, tts
 
 
 def test_source_true_needs_true_magnitudes(tmp_path, small_corpus):
-    from pipeline.phase import phase
+    from pipeline.stages.phase import phase
     store = tmp_path / "nomag.zarr"
     extract(small_corpus, store, load_config("mel80-16k"), progress=False)
     with pytest.raises(ValueError, match="without --with-mag"):
         phase(store, tmp_path / "w", source="true", progress=False)
 
 
+@pytest.mark.slow
 def test_predict_one_sample_says_why(tmp_path):
     sf.write(tmp_path / "one.wav", np.zeros(1, np.float32), 16000)
     r = subprocess.run([sys.executable, "-m", "pipeline.cli", "predict", str(tmp_path / "one.wav"),
@@ -262,7 +266,7 @@ def test_info_counts_every_failure(tmp_path, small_corpus):
 
 
 def test_no_weights_suggests_the_methods_that_need_none(tmp_path, tts_mels):
-    from pipeline.weights import WeightsError, pick_for
+    from pipeline.io.weights import WeightsError, pick_for
     with pytest.raises(WeightsError, match="use --method pinv or nnls"):
         pick_for(load_config("espnet-22k"), "PInvConvSkip")
 
@@ -270,8 +274,8 @@ def test_no_weights_suggests_the_methods_that_need_none(tmp_path, tts_mels):
 def test_no_input_is_skipped_in_silence(tmp_path, small_corpus, monkeypatch):
     """.m4a audio and folders that cannot be listed get failure rows; a file that cannot be
     opened says 'permission denied' (libsndfile said 'System error.')."""
-    import pipeline.audio as audio_mod
-    import pipeline.manifest as man
+    import pipeline.io.audio as audio_mod
+    import pipeline.io.manifest as man
 
     (small_corpus / "talk.M4A").write_bytes(b"\x00" * 64)
     (small_corpus / "README.txt").write_text("not audio")
@@ -316,6 +320,7 @@ def test_log10_mels_under_an_ln_preset_are_refused(tmp_path, wav_corpus):
     assert ok.ok and ok.done == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("when", ["starting", "working"])
 def test_ctrl_c_with_workers_ends_in_one_line_and_resumes(tmp_path, small_store, when):
     """Ctrl-C reaches the whole process group; with --workers 2 it printed 66 lines of dask
@@ -327,7 +332,7 @@ def test_ctrl_c_with_workers_ends_in_one_line_and_resumes(tmp_path, small_store,
            "--workers", "2", "--iters", "3000"]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          start_new_session=True)
-    import psutil                # a dependency of dask.distributed
+    import psutil  # a dependency of dask.distributed
     deadline = time.time() + 60  # until the forkserver runs (the workers come next)
     want = 2 if when == "starting" else 4
     while time.time() < deadline and len(psutil.Process(p.pid).children(recursive=True)) < want:
@@ -345,6 +350,7 @@ def test_ctrl_c_with_workers_ends_in_one_line_and_resumes(tmp_path, small_store,
     assert len(list(out.glob("*.wav"))) == 2 and not list(out.glob(".tmp-*"))
 
 
+@pytest.mark.slow
 def test_more_workers_than_cores_run_clean(tmp_path, small_store):
     """--workers 64 on this machine: workers died, tasks failed, connection errors at exit."""
     r = subprocess.run([sys.executable, "-m", "pipeline.cli", "phase", str(small_store), "--out",

@@ -8,8 +8,8 @@ import soundfile as sf
 from pesq import pesq
 from pystoi import stoi
 
-from pipeline.audio import load
-from pipeline.score import score
+from pipeline.io.audio import load
+from pipeline.stages.score import score
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +70,7 @@ def test_silent_missing_and_mismatched_items(tmp_path, pair_dirs):
     assert "nan" in text and ",0.0," not in text
 
 
+@pytest.mark.slow
 def test_dnsmos_without_reference(tmp_path, pair_dirs):
     ref, hyp, ids = pair_dirs
     res = score(ref, tmp_path / "d.csv", None, ["dnsmos_ovrl", "dnsmos_sig"], progress=False)
@@ -77,6 +78,7 @@ def test_dnsmos_without_reference(tmp_path, pair_dirs):
     assert all(2.0 < v < 4.5 for v in vals), vals
 
 
+@pytest.mark.slow
 def test_plots_are_written(tmp_path, pair_dirs):
     ref, hyp, ids = pair_dirs
     res = score(hyp, tmp_path / "r.csv", ref, ["pesq_wb", "lsd"], progress=False, plot=True)

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.cluster import job_script
 from pipeline.config import load_config
-from pipeline.extract import extract
-from pipeline.invert import invert
-from pipeline.phase import phase
-from pipeline.store import Store
+from pipeline.io.store import Store
+from pipeline.parallel.cluster import job_script
+from pipeline.stages.extract import extract
+from pipeline.stages.invert import invert
+from pipeline.stages.phase import phase
+
+pytestmark = pytest.mark.slow   # the whole module: `make test` runs it, `make test-fast` not
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -64,7 +66,7 @@ def test_bad_partition_fails_in_seconds_with_sbatchs_words(tmp_path, slurm, corp
     """A profile naming a partition SLURM does not have hung the run (jobs never start)."""
     import time
 
-    from pipeline.cluster import ClusterError
+    from pipeline.parallel.cluster import ClusterError
     bad = tmp_path / "bad.toml"
     text = (REPO / "configs" / "cluster-slurm-local.toml").read_text()
     bad.write_text(text.replace('queue = "debug"', 'queue = "nope"'))

@@ -2,12 +2,14 @@
 trained by scripts/train-weights.sh on the training corpora only)."""
 import json
 
+import pytest
 import torch
 
-from pipeline import weights as W
-from pipeline.invert.model import load_invert_model
-from pipeline.invert.model import ModelConfig
-from pipeline.invert.train import TrainConfig, train_invert
+from pipeline.io import weights as W
+from pipeline.models.inverter import ModelConfig, load_invert_model
+from pipeline.train.invert import TrainConfig, train_invert
+
+pytestmark = pytest.mark.slow   # the whole module: `make test` runs it, `make test-fast` not
 
 
 def test_train_checkpoints_resumes_and_exports(tmp_path, store80):
@@ -30,7 +32,7 @@ def test_train_checkpoints_resumes_and_exports(tmp_path, store80):
     # exported in float16 (half the bytes), loaded back into a float32 model
     assert loaded["stored_dtype"] == "float16"
     assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
-    from pipeline.store import Store
+    from pipeline.io.store import Store
     model = load_invert_model(out / "tiny-run.pt", Store(store80).config)
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert model.hparams.mel_bound
@@ -38,9 +40,9 @@ def test_train_checkpoints_resumes_and_exports(tmp_path, store80):
 
 def test_level_augmentation_is_a_true_gain(store80):
     """The augmented mel is exactly the mel of the scaled magnitude (real speech)."""
-    from pipeline.invert.train import level_augment
-    from pipeline.mel import compress, filterbank
-    from pipeline.store import Store
+    from pipeline.dsp.mel import compress, filterbank
+    from pipeline.io.store import Store
+    from pipeline.train.invert import level_augment
 
     s = Store(store80)
     cfg = s.config
@@ -61,9 +63,11 @@ def test_train_degli_after_the_inverter_exports_usable_weights(tmp_path, store80
     import shutil
 
     import pytest
-    from pipeline.invert import invert
-    from pipeline.phase import phase
-    from pipeline.phase.degli import DeGLIConfig, DeGLITrainConfig, train_degli
+
+    from pipeline.models.degli import DeGLIConfig
+    from pipeline.stages.invert import invert
+    from pipeline.stages.phase import phase
+    from pipeline.train.degli import DeGLITrainConfig, train_degli
 
     out = tmp_path / "degli-tiny"
     hp = DeGLIConfig(channels=4, warmup=5, magnitude="model", invert_weights="invert-mel80-16k")
@@ -93,8 +97,9 @@ def test_train_degli_unrolled_chain_exports_usable_weights(tmp_path, store80):
     """Unrolled training (a chain of blocks with FGLA's momentum, loss over the chain): a tiny
     run's card records the chain, its validation loss is not above the zero-residual
     chain's (FGLA), and `phase --algo degli` runs the exported weights on true magnitudes."""
-    from pipeline.phase import phase
-    from pipeline.phase.degli import DeGLIConfig, DeGLITrainConfig, train_degli
+    from pipeline.models.degli import DeGLIConfig
+    from pipeline.stages.phase import phase
+    from pipeline.train.degli import DeGLITrainConfig, train_degli
 
     out = tmp_path / "degli-chain"
     hp = DeGLIConfig(channels=4, warmup=0, momentum=0.99)
@@ -113,12 +118,14 @@ def test_train_degli_unrolled_chain_exports_usable_weights(tmp_path, store80):
 
 def test_train_degli_resumes_to_the_uninterrupted_weights(tmp_path, store80):
     """Stopped after epoch 1 and re-run for 2 epochs, training ends with the same weights as
-    one 2-epoch run (the checkpoint holds net, optimiser and sampling RNG); other settings
+    one 2-epoch run (the checkpoint of the one trainer holds net, optimiser and sampling RNG); other settings
     in the same folder are refused."""
     from dataclasses import replace
 
     import pytest
-    from pipeline.phase.degli import DeGLIConfig, DeGLITrainConfig, train_degli
+
+    from pipeline.models.degli import DeGLIConfig
+    from pipeline.train.degli import DeGLITrainConfig, train_degli
 
     hp = DeGLIConfig(channels=4, warmup=0, momentum=0.99)
     tc = DeGLITrainConfig(epochs=2, steps_per_epoch=2, batch_size=2, max_utterances=4,
@@ -131,7 +138,7 @@ def test_train_degli_resumes_to_the_uninterrupted_weights(tmp_path, store80):
     a, b = (torch.load(tmp_path / d / "checkpoint.pt", weights_only=True) for d in ("whole", "cut"))
     val = [[h["val"] for h in json.loads(c["history"])] for c in (a, b)]
     assert len(val[0]) == 2 and val[0] == val[1]
-    assert all(torch.equal(a["net"][k], b["net"][k]) for k in a["net"])    # the last epoch's net
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])  # the last epoch's net
     exported = [W.load_state(tmp_path / d / f"{d}.pt")[0] for d in ("whole", "cut")]
     assert all(torch.equal(exported[0][k], exported[1][k]) for k in exported[0])
     with pytest.raises(ValueError, match="other settings"):

@@ -7,9 +7,11 @@ import pytest
 import torch
 from pesq import pesq
 
-from pipeline.audio import load
 from pipeline.config import load_config
-from pipeline.vocode import MelError, load_mel, vocode
+from pipeline.io.audio import load
+from pipeline.stages.vocode import MelError, load_mel, vocode
+
+pytestmark = pytest.mark.slow   # the whole module: `make test` runs it, `make test-fast` not
 
 
 def hifigan_mel(y: np.ndarray) -> np.ndarray:
@@ -114,7 +116,7 @@ def test_vocode_hifigan_folder_learned_model(tmp_path, hifigan_folder):
 def test_every_preset_vocodes_real_speech(tmp_path, wav_corpus, preset):
     """A mel in each convention (made by our extractor, which equals librosa's) is accepted
     by the checks and vocoded; re-extracting the output gives back a close mel."""
-    from pipeline.mel import mel_spectrogram
+    from pipeline.dsp.mel import mel_spectrogram
     cfg = load_config(preset)
     y = load(wav_corpus[5].path, cfg.sample_rate)
     mel = mel_spectrogram(torch.from_numpy(y)[None], cfg)[0].numpy()       # (n_mels, T)

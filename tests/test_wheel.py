@@ -10,11 +10,14 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
-from pipeline.audio import load
 from pipeline.config import load_config
-from pipeline.mel import mel_spectrogram
+from pipeline.dsp.mel import mel_spectrogram
+from pipeline.io.audio import load
+
+pytestmark = pytest.mark.slow   # the whole module: `make test` runs it, `make test-fast` not
 
 REPO = Path(__file__).resolve().parent.parent
 

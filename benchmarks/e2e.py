@@ -1,0 +1,130 @@
+"""End to end, as users run it: whole CLI commands (process start-up included) against the
+librosa peer doing the same job, in the same run, on >= 10 minutes of audio.
+
+Corpus: the test corpus (pocketsphinx-testdata, 46.6 s) repeated --repeat times as distinct
+ids (13: 10.1 min). Three figures:
+
+1. mel -> wav, learned inverter + FGLA 100 (magnitude fixed):
+   ``pipeline phase STORE --source mel --method model --project mag --iters 100`` (one
+   process, the magnitude inverted in memory) vs a script calling
+   ``librosa.feature.inverse.mel_to_audio(n_iter=100)`` per utterance on the store's mels
+   (same process start-up, same wav writing);
+2. phase alone, FGLA 100 on the true magnitudes: ``pipeline phase --source true --iters 100``
+   vs ``librosa.griffinlim(n_iter=100, momentum=0.99)`` per utterance;
+3. the store of the default route (``extract``: the mel only) against the 16-bit PCM size of
+   its audio.
+
+PESQ-WB of the first copy of the corpus (14 utterances) is printed beside each route.
+
+    .venv/bin/python benchmarks/e2e.py [--repeat 13] [--workers 1]
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+from _corpus import repeated, save_results
+from pesq import pesq
+
+from pipeline.io.audio import load
+from pipeline.io.manifest import write_manifest
+from pipeline.io.store import Store
+
+PIPELINE = [sys.executable, "-m", "pipeline.cli"]
+
+# The peer, as a user would script it: read the store's mels (or true magnitudes), invert
+# each utterance with librosa, write a wav per utterance.
+PEER = textwrap.dedent("""
+    import sys, numpy as np, librosa, soundfile as sf
+    from pathlib import Path
+    from pipeline.io.store import Store
+    store, out, what = Store(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = store.config
+    for e, x in store.iter_utterances("mel" if what == "mel" else "mag_true"):
+        if what == "mel":
+            y = librosa.feature.inverse.mel_to_audio(
+                np.exp(x.T), sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
+                win_length=cfg.win_length, center=cfg.center, pad_mode=cfg.pad_mode,
+                power=cfg.power, n_iter=100, fmin=cfg.fmin, fmax=cfg.fmax, length=e.n_samples)
+        else:
+            y = librosa.griffinlim(x.T, n_iter=100, hop_length=cfg.hop_length, n_fft=cfg.n_fft,
+                                   win_length=cfg.win_length, center=cfg.center,
+                                   pad_mode=cfg.pad_mode, momentum=0.99, init=None,
+                                   length=e.n_samples)
+        p = out / (e.id + ".wav")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(p, np.clip(y, -1, 1), cfg.sample_rate, subtype="PCM_16")
+""")
+
+
+def timed(cmd: list[str]) -> float:
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def first_copy_pesq(store: Store, wavs: Path) -> float:
+    scores = []
+    for e in store.all_entries():
+        if e.id.startswith("r0/"):
+            ref = load(e.source, store.config.sample_rate)
+            scores.append(pesq(16000, ref, load(wavs / f"{e.id}.wav", 16000), "wb"))
+    return round(float(np.mean(scores)), 3)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=13)
+    ap.add_argument("--workers", type=int, default=1)
+    a = ap.parse_args()
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        manifest = write_manifest(repeated(a.repeat), tmp / "corpus.jsonl")
+        lean, full = tmp / "lean.zarr", tmp / "full.zarr"
+        j = ["--workers", str(a.workers), "-q"]
+        out["extract_seconds"] = round(timed([*PIPELINE, "extract", str(manifest), "--out",
+                                              str(lean), *j]), 2)
+        subprocess.run([*PIPELINE, "extract", str(manifest), "--out", str(full), "--with-mag",
+                        *j], check=True, stdout=subprocess.DEVNULL)
+        store = Store(lean)
+        audio = sum(e.n_samples for e in store.all_entries()) / store.config.sample_rate
+        pcm = 2 * sum(e.n_samples for e in store.all_entries())
+        size = sum(p.stat().st_size for p in lean.rglob("*") if p.is_file())
+        out.update(audio_seconds=round(audio, 1), store_bytes=size, pcm_bytes=pcm,
+                   store_vs_pcm=round(size / pcm, 3))
+        print(out, flush=True)
+
+        ours = timed([*PIPELINE, "phase", str(lean), "--out", str(tmp / "mel-ours"), "--source",
+                      "mel", "--method", "model", "--project", "mag", "--iters", "100", *j])
+        peer = timed([sys.executable, "-c", PEER, str(lean), str(tmp / "mel-peer"), "mel"])
+        out["mel_to_wav"] = {"ours_seconds": round(ours, 2), "librosa_seconds": round(peer, 2),
+                             "ours_rtf": round(ours / audio, 4), "librosa_rtf": round(peer / audio, 4),
+                             "speedup": round(peer / ours, 2),
+                             "pesq_wb_ours": first_copy_pesq(store, tmp / "mel-ours"),
+                             "pesq_wb_librosa": first_copy_pesq(store, tmp / "mel-peer")}
+        print(out["mel_to_wav"], flush=True)
+
+        ours = timed([*PIPELINE, "phase", str(full), "--out", str(tmp / "gl-ours"), "--source",
+                      "true", "--iters", "100", *j])
+        peer = timed([sys.executable, "-c", PEER, str(full), str(tmp / "gl-peer"), "true"])
+        full_store = Store(full)
+        out["phase_fgla100"] = {"ours_seconds": round(ours, 2), "librosa_seconds": round(peer, 2),
+                                "ours_rtf": round(ours / audio, 4),
+                                "librosa_rtf": round(peer / audio, 4),
+                                "speedup": round(peer / ours, 2),
+                                "pesq_wb_ours": first_copy_pesq(full_store, tmp / "gl-ours"),
+                                "pesq_wb_librosa": first_copy_pesq(full_store, tmp / "gl-peer")}
+        print(out["phase_fgla100"], flush=True)
+    save_results(f"e2e-workers{a.workers}", out)
+
+
+if __name__ == "__main__":
+    main()

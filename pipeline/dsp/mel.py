@@ -1,0 +1,166 @@
+"""Filterbanks, log compression and the STFT: one place for window, padding and frame layout.
+
+Shapes: waveforms ``[B, N]``, spectrograms ``[B, F, T]`` (F = n_fft//2+1), mels ``[B, M, T]``.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+from pipeline.config import AudioConfig
+
+
+@functools.lru_cache(maxsize=32)
+def _filterbank_np(cfg: AudioConfig) -> np.ndarray:
+    import librosa
+
+    return librosa.filters.mel(
+        sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax,
+        htk=cfg.mel_scale == "htk", norm="slaney" if cfg.norm == "slaney" else None,
+        dtype=np.float32,
+    )
+
+
+def filterbank(cfg: AudioConfig, device: torch.device | str = "cpu") -> torch.Tensor:
+    """librosa's mel filterbank for ``cfg`` as a ``[M, F]`` float32 tensor."""
+    return torch.from_numpy(_filterbank_np(cfg)).to(device)
+
+
+@functools.lru_cache(maxsize=32)
+def _pinv_np(cfg: AudioConfig) -> np.ndarray:
+    return np.linalg.pinv(_filterbank_np(cfg)).astype(np.float32)
+
+
+def filterbank_pinv(cfg: AudioConfig, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Moore-Penrose pseudo-inverse of the filterbank, ``[F, M]``."""
+    return torch.from_numpy(_pinv_np(cfg)).to(device)
+
+
+@functools.lru_cache(maxsize=32)
+def _bound_np(cfg: AudioConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    A = _filterbank_np(cfg).astype(np.float64)                 # [M, F]
+    k = max(1, int((A > 0).sum(0).max()))
+    idx = np.argsort(-A, axis=0)[:k].T                          # [F, k] bands by weight
+    w = np.take_along_axis(A.T, idx, axis=1)                    # [F, k]
+    neg_log_w = np.where(w > 0, -np.log(np.where(w > 0, w, 1.0)), np.inf)
+    seen = np.flatnonzero(w[:, 0] > 0)
+    # each bin's nearest bin that some band sees (itself when seen)
+    near = seen[np.abs(np.arange(A.shape[1])[:, None] - seen[None, :]).argmin(1)]
+    return idx.astype(np.int64), neg_log_w.astype(np.float32), near.astype(np.int64)
+
+
+DC_MARGIN = 1.5   # nepers
+
+
+def log_magnitude_bound(mel: torch.Tensor, cfg: AudioConfig) -> torch.Tensor:
+    """Per bin, the largest ln-magnitude the mel allows: ``[B, T, M]`` -> ``[B, T, F]``.
+
+    Every term of ``mel_b = sum_f A[b, f] |X_f|^p`` is non-negative, so
+    ``|X_f| <= (mel_b / A[b, f])^(1/p)`` for every band ``b`` that sees bin ``f``; the bound is
+    the smallest of these. Exact for mels computed from audio (the clamp floor only loosens
+    it). Bins no band sees (DC and Nyquist when fmin = 0 and fmax = sr/2, everything above
+    fmax) get the bound of the nearest bin a band sees, and DC the frame's largest bound plus
+    ``DC_MARGIN`` nepers (a DC offset in a quiet frame exceeds the largest bound by up to 0.92
+    in the test corpus). The mel says nothing about these bins, so this is a cap, not a
+    bound, but unbounded they let a model emit anything (measured: 4e5 at the Nyquist bin of
+    a loud validation file, where the truth was 2e-4)."""
+    idx, nlw, near = _bound_np(cfg)
+    logmel = decompress(mel, cfg).clamp_min(1e-30).log()        # [B, T, M]
+    idx_t = torch.from_numpy(idx).to(mel.device)
+    cand = logmel[..., idx_t] + torch.from_numpy(nlw).to(mel.device)   # [B, T, F, k]
+    bound = cand.amin(-1) / cfg.power
+    if np.isinf(nlw[:, 0]).any():
+        bound = bound[..., torch.from_numpy(near).to(mel.device)]
+        if near[0] != 0:   # DC unseen: an offset owes nothing to the audible spectrum (above)
+            top = bound.amax(-1, keepdim=True) + DC_MARGIN
+            bound = torch.cat([top, bound[..., 1:]], -1)
+    return bound
+
+
+def window(cfg: AudioConfig, device: torch.device | str = "cpu",
+           dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Periodic Hann window of ``win_length`` (torch.stft centres it inside n_fft)."""
+    return torch.hann_window(cfg.win_length, periodic=True, device=device, dtype=dtype)
+
+
+def edge_pad(cfg: AudioConfig) -> int:
+    """Samples of padding on each side before framing."""
+    return cfg.n_fft // 2 if cfg.center else (cfg.n_fft - cfg.hop_length) // 2
+
+
+def stft(y: torch.Tensor, cfg: AudioConfig, win: torch.Tensor | None = None,
+         padded: bool = False) -> torch.Tensor:
+    """Complex STFT ``[B, F, T]`` of waveforms ``[B, N]`` with the config's framing.
+
+    ``padded=True``: ``y`` already carries its edge padding (see :func:`ragged_batch`).
+    """
+    if win is None:
+        win = window(cfg, y.device, y.dtype)
+    if not padded:
+        pad = edge_pad(cfg)
+        y = torch.nn.functional.pad(y.unsqueeze(1), (pad, pad), mode=cfg.pad_mode).squeeze(1)
+    return torch.stft(y, cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
+                      window=win, center=False, return_complex=True)
+
+
+def magnitude(y: torch.Tensor, cfg: AudioConfig) -> torch.Tensor:
+    """Linear STFT magnitude ``[B, F, T]``."""
+    return stft(y, cfg).abs()
+
+
+def compress(x: torch.Tensor, cfg: AudioConfig) -> torch.Tensor:
+    """Linear mel (magnitude or power per ``cfg.power``) -> the config's log scale."""
+    x = x.clamp_min(cfg.clamp)
+    if cfg.log == "ln":
+        return torch.log(x)
+    if cfg.log == "log10":
+        return torch.log10(x)
+    if cfg.log == "db":
+        return (10.0 if cfg.power == 2 else 20.0) * torch.log10(x)
+    return x
+
+
+def decompress(x: torch.Tensor, cfg: AudioConfig) -> torch.Tensor:
+    """Inverse of :func:`compress` (values at the clamp floor stay at the floor)."""
+    if cfg.log == "ln":
+        return torch.exp(x)
+    if cfg.log == "log10":
+        return torch.pow(10.0, x)
+    if cfg.log == "db":
+        return torch.pow(10.0, x / (10.0 if cfg.power == 2 else 20.0))
+    return x
+
+
+def mel_from_magnitude(mag: torch.Tensor, cfg: AudioConfig) -> torch.Tensor:
+    """Compressed mel ``[B, M, T]`` from linear magnitude ``[B, F, T]``."""
+    spec = mag if cfg.power == 1 else mag.pow(cfg.power)
+    return compress(torch.matmul(filterbank(cfg, mag.device), spec), cfg)
+
+
+def mel_spectrogram(y: torch.Tensor, cfg: AudioConfig) -> torch.Tensor:
+    """Compressed mel ``[B, M, T]`` of waveforms ``[B, N]``."""
+    return mel_from_magnitude(magnitude(y, cfg), cfg)
+
+
+def ragged_batch(waves: list[np.ndarray], cfg: AudioConfig) -> tuple[torch.Tensor, list[int]]:
+    """Edge-pad each waveform on its own (so reflect padding sees only its own samples), then
+    zero-pad to the longest: ``stft(batch, cfg, padded=True)[i, :, :n_frames[i]]`` equals the
+    STFT of ``waves[i]`` alone."""
+    pad = edge_pad(cfg)
+    mode = "reflect" if cfg.pad_mode == "reflect" else "constant"
+    padded = [np.pad(w, (pad, pad), mode=mode) for w in waves]  # type: ignore[call-overload]
+    batch = torch.from_numpy(pad_batch(padded).astype(np.float32, copy=False))
+    return batch, [cfg.n_frames(len(w)) for w in waves]
+
+
+def pad_batch(arrays: list[np.ndarray], axis: int = -1, value: float = 0.0) -> np.ndarray:
+    """Stack arrays of unequal length along a new first axis, padding ``axis`` with ``value``."""
+    longest = max(a.shape[axis] for a in arrays)
+    out = []
+    for a in arrays:
+        widths = [(0, 0)] * a.ndim
+        widths[axis] = (0, longest - a.shape[axis])
+        out.append(np.pad(a, widths, constant_values=value))
+    return np.stack(out)

@@ -1,0 +1,78 @@
+"""A fixed-shape STFT / ISTFT pair for iterative phase retrieval.
+
+``torch.stft``/``torch.istft`` rebuild the window and the overlap-add envelope at every call;
+Griffin-Lim calls them hundreds of times on the same shape. :class:`FramePair` builds both once
+and works in the ``[B, T, F]`` layout (rfft over the last axis, no transposes in the loop).
+Frame ``t`` covers padded samples ``[t*hop, t*hop + n_fft)``, the framing of
+:func:`pipeline.mel.stft` on a signal padded by :func:`pipeline.mel.edge_pad`.
+"""
+from __future__ import annotations
+
+import torch
+
+from pipeline.config import AudioConfig
+from pipeline.dsp.mel import edge_pad, window
+
+
+class FramePair:
+    """STFT/ISTFT for a batch of ``n_frames`` frames; ``lengths`` are the true signal lengths.
+
+    After each ISTFT the samples outside each signal (edge padding, batch padding) are zeroed:
+    the projection onto spectrograms of signals of the given lengths.
+    """
+
+    def __init__(self, cfg: AudioConfig, n_frames: int, lengths: torch.Tensor,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+        self.cfg = cfg
+        self.n_fft, self.hop, self.T = cfg.n_fft, cfg.hop_length, n_frames
+        self.length = self.n_fft + self.hop * (n_frames - 1)
+        win = torch.zeros(self.n_fft, device=device, dtype=dtype)
+        off = (self.n_fft - cfg.win_length) // 2
+        win[off:off + cfg.win_length] = window(cfg, device, dtype)
+        self.win = win
+        self.pad = edge_pad(cfg)
+        self.ratio = self.n_fft // self.hop if self.n_fft % self.hop == 0 else 0
+        lengths = lengths.to(device)
+        # Each item's own frames: t < n_frames(length). The least-squares ISTFT divides by the
+        # overlap-added squared window of those frames only, so batch padding changes nothing.
+        own = torch.tensor([cfg.n_frames(int(n)) for n in lengths], device=device)
+        frame_mask = (torch.arange(n_frames, device=device)[None, :] < own[:, None]).to(dtype)
+        self.frame_mask = frame_mask[:, :, None]                              # [B, T, 1]
+        env = self._overlap_add(self.frame_mask * win.pow(2))                 # [B, L]
+        inv = torch.where(env > 1e-10, 1.0 / env.clamp_min(1e-10), torch.zeros_like(env))
+        pos = torch.arange(self.length, device=device)
+        inside = (pos[None, :] >= self.pad) & (pos[None, :] < self.pad + lengths[:, None])
+        self.scale = inv * inside.to(dtype)                                    # [B, L]
+
+    def _overlap_add(self, frames: torch.Tensor) -> torch.Tensor:
+        """``[B, T, n_fft]`` -> ``[B, L]`` summing frames at hop spacing."""
+        B, T, N = frames.shape
+        if self.ratio:
+            r, hop = self.ratio, self.hop
+            parts = frames.reshape(B, T, r, hop)
+            out = frames.new_zeros(B, T + r - 1, hop)
+            for k in range(r):  # r = n_fft/hop slice-adds over the whole batch (4 for 75% overlap)
+                out[:, k:k + T] += parts[:, :, k]
+            return out.reshape(B, -1)
+        return torch.nn.functional.fold(
+            frames.transpose(1, 2), output_size=(1, self.length), kernel_size=(1, N),
+            stride=(1, self.hop)).reshape(B, -1)
+
+    def stft(self, x: torch.Tensor) -> torch.Tensor:
+        """Padded signals ``[B, L]`` -> complex ``[B, T, F]``."""
+        return torch.fft.rfft(x.unfold(-1, self.n_fft, self.hop) * self.win, dim=-1)
+
+    def istft(self, spec: torch.Tensor) -> torch.Tensor:
+        """Complex ``[B, T, F]`` -> padded signals ``[B, L]`` (least-squares ISTFT, masked).
+
+        Frames past an item's own are not masked here (GLA's amplitude projection zeroes them
+        already); an unprojected spectrogram goes through :meth:`own_frames` first."""
+        frames = torch.fft.irfft(spec, n=self.n_fft, dim=-1) * self.win
+        return self._overlap_add(frames) * self.scale
+
+    def own_frames(self, spec: torch.Tensor) -> torch.Tensor:
+        """Zero each item's frames past its own end (the batch padding)."""
+        return spec * self.frame_mask
+
+    def crop(self, x: torch.Tensor, lengths: list[int]) -> list[torch.Tensor]:
+        return [x[i, self.pad:self.pad + n] for i, n in enumerate(lengths)]

@@ -1,0 +1,351 @@
+"""Objective speech metrics, each ``fn(*, reference, estimate, sample_rate) -> float``.
+
+A metric that cannot be computed for an item raises :class:`MetricError` with the reason;
+the scorer records NaN and that reason (never 0.0, never a running mean). Arguments are
+keyword-only so that reference and estimate cannot be swapped by position.
+"""
+from __future__ import annotations
+
+import faulthandler
+import hashlib
+import os
+import pickle
+import signal
+import warnings
+from typing import Callable
+
+import numpy as np
+
+from pipeline.errors import PipelineError
+
+PESQ_RATE = 16000
+
+
+class MetricError(PipelineError, ValueError):
+    """This metric is undefined for this item (silence, too short, ...)."""
+
+
+METRICS: dict[str, Callable[..., float]] = {}
+INTRUSIVE: set[str] = set()          # metrics that need a reference
+
+
+def register(name: str, intrusive: bool = True):
+    def deco(fn):
+        METRICS[name] = fn
+        if intrusive:
+            INTRUSIVE.add(name)
+        return fn
+    return deco
+
+
+def _to_rate(y: np.ndarray, sr: int, target: int) -> np.ndarray:
+    if sr == target:
+        return y
+    import librosa
+    return librosa.resample(y, orig_sr=sr, target_sr=target, res_type="soxr_hq")
+
+
+def _pesq_call(rate: int, ref: np.ndarray, est: np.ndarray, mode: str) -> tuple[str, object]:
+    """The pesq library's call, its known failures as ``("err", reason)``."""
+    from pesq import NoUtterancesError, PesqError, pesq
+
+    try:
+        return "ok", float(pesq(rate, ref, est, mode))
+    except NoUtterancesError:
+        return "err", "PESQ found no utterances (silent or near-silent signal)"
+    except PesqError as exc:
+        return "err", f"PESQ error: {type(exc).__name__}: {exc}"
+
+
+def isolated(fn: Callable, *args) -> object:
+    """``fn(*args)`` in a forked child, so that a crash of C code (the pesq library segfaults
+    on some long recordings, depending on their content) costs this item, not the run.
+    Returns what ``fn`` returns (picklable); a child killed by a signal raises
+    :class:`MetricError` naming it. Where ``os.fork`` is missing, runs in this process."""
+    if not hasattr(os, "fork"):
+        return fn(*args)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                    # child: compute, send, leave at once
+        try:
+            os.close(r)
+            faulthandler.disable()              # a crash is reported by the parent, once
+            try:
+                out = pickle.dumps(("value", fn(*args)))
+            except BaseException as exc:        # reported to the parent, which re-raises
+                out = pickle.dumps(("raise", f"{type(exc).__name__}: {exc}"))
+            with os.fdopen(w, "wb") as fh:
+                fh.write(out)
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as fh:
+        data = fh.read()
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        name = signal.Signals(os.WTERMSIG(status)).name
+        raise MetricError(f"the library crashed ({name}) on this item; the item is skipped, "
+                          "the other items are scored")
+    if not data:
+        raise MetricError(f"the metric's child process exited with status {status} and no result")
+    kind, payload = pickle.loads(data)
+    if kind == "raise":
+        raise MetricError(f"metric failed: {payload}")
+    return payload
+
+
+def _pesq(reference, estimate, sample_rate, mode):
+    rate = PESQ_RATE if mode == "wb" or sample_rate >= PESQ_RATE else 8000
+    ref, est = _to_rate(reference, sample_rate, rate), _to_rate(estimate, sample_rate, rate)
+    if len(ref) < rate // 4:
+        raise MetricError(f"too short for PESQ ({len(ref) / rate:.2f} s < 0.25 s)")
+    for name, y in (("reference", ref), ("estimate", est)):
+        if not np.any(y):   # pesq's C core raises "cannot convert float NaN" on all zeros
+            raise MetricError(f"{name} is silent (all zeros): PESQ undefined")
+    try:
+        kind, value = isolated(_pesq_call, rate, ref, est, mode)
+    except MetricError as exc:
+        raise MetricError(f"PESQ: {exc}") from None
+    if kind == "err":
+        raise MetricError(str(value))
+    return value
+
+
+@register("pesq_wb")
+def pesq_wb(*, reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> float:
+    """ITU-T P.862.2 wideband PESQ (MOS-LQO) at 16 kHz (resampled when needed)."""
+    return _pesq(reference, estimate, sample_rate, "wb")
+
+
+@register("pesq_nb")
+def pesq_nb(*, reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> float:
+    """P.862 narrowband PESQ (MOS-LQO)."""
+    return _pesq(reference, estimate, sample_rate, "nb")
+
+
+# pystoi holds whole-item float64 arrays: ESTOI of a 20-minute item peaked at 3.7 GB RSS.
+# Longer items are scored in segments of this length (the last one takes any remainder
+# shorter than half a segment), and the value is the length-weighted mean of the segments'.
+# STOI is itself a mean over 384 ms windows, so only the windows across a cut and each
+# segment's own silence threshold differ (BENCHMARKS.md: the difference on 5-minute items).
+STOI_SEGMENT_S = 60.0
+
+
+def _segments(n: int, size: int) -> list[tuple[int, int]]:
+    if n <= size:
+        return [(0, n)]
+    cuts = list(range(0, n, size))
+    if n - cuts[-1] < size // 2:
+        cuts.pop()
+    return [(a, b) for a, b in zip(cuts, cuts[1:] + [n])]
+
+
+def _stoi(reference, estimate, sample_rate, extended):
+    from pystoi import stoi
+
+    if not np.any(reference):
+        raise MetricError("reference is all zeros: STOI undefined")
+    values, weights = [], []
+    for a, b in _segments(len(reference), int(STOI_SEGMENT_S * sample_rate)):
+        with np.errstate(all="ignore"):
+            v = float(stoi(reference[a:b], estimate[a:b], sample_rate, extended=extended))
+        if np.isfinite(v):
+            values.append(v)
+            weights.append(b - a)
+    if not values:
+        raise MetricError("STOI undefined (too short or silent after VAD)")
+    return float(np.average(values, weights=weights))
+
+
+@register("stoi")
+def stoi(*, reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> float:
+    return _stoi(reference, estimate, sample_rate, False)
+
+
+@register("estoi")
+def estoi(*, reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> float:
+    return _stoi(reference, estimate, sample_rate, True)
+
+
+@register("si_sdr")
+def si_sdr(*, reference: np.ndarray, estimate: np.ndarray, sample_rate: int = 0) -> float:
+    """Scale-invariant SDR in dB (Le Roux et al. 2019), zero-mean signals."""
+    ref = reference.astype(np.float64) - reference.mean()
+    est = estimate.astype(np.float64) - estimate.mean()
+    energy = np.dot(ref, ref)
+    if energy == 0:
+        raise MetricError("reference is silent: SI-SDR undefined")
+    if not np.any(est):
+        raise MetricError("estimate is silent: SI-SDR is -inf")
+    target = np.dot(est, ref) / energy * ref
+    noise = est - target
+    return float(10 * np.log10(np.dot(target, target) / max(np.dot(noise, noise), 1e-20)))
+
+
+def _mags(reference, estimate, sample_rate, n_fft=None):
+    import torch
+
+    from pipeline.config import AudioConfig
+    from pipeline.dsp.mel import magnitude
+
+    n_fft = n_fft or (1024 if sample_rate > 16000 else 512)
+    cfg = AudioConfig(name="metric", sample_rate=sample_rate, n_fft=n_fft, hop_length=n_fft // 4,
+                      win_length=n_fft, n_mels=40, fmax=sample_rate / 2)
+    y = torch.from_numpy(np.stack([reference, estimate]).astype(np.float32))
+    m = magnitude(y, cfg).numpy()
+    return m[0], m[1], cfg
+
+
+UNITS = {"pesq_wb": "MOS-LQO", "pesq_nb": "MOS-LQO", "stoi": "0-1", "estoi": "0-1",
+         "si_sdr": "dB", "spectral_convergence": "ratio", "lsd": "log10 power (NU-Wave)",
+         "lsd_db": "dB", "mcd": "dB (ESPnet, DTW)", "mcd_plain": "dB (ESPnet, no DTW)",
+         "dnsmos_ovrl": "MOS", "dnsmos_sig": "MOS", "dnsmos_bak": "MOS"}
+
+
+@register("spectral_convergence")
+def spectral_convergence(*, reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> float:
+    """||S_ref - S_est||_F / ||S_ref||_F of STFT magnitudes (lower is better)."""
+    import torch
+
+    from pipeline.dsp.spectral import spectral_convergence as sc
+
+    r, e, _ = _mags(reference, estimate, sample_rate)
+    if not r.any():
+        raise MetricError("reference is silent: spectral convergence undefined")
+    return float(sc(reference=torch.from_numpy(r), estimate=torch.from_numpy(e), dim=None))
+
+
+def _power_spectrogram(y: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+    """``|STFT|^2`` ``[F, T]``: Hann window of ``n_fft``, centred frames, reflect padding
+    (torch.stft's defaults, as NU-Wave computes it)."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
+    spec = torch.stft(x, n_fft, hop_length=hop, window=torch.hann_window(n_fft), center=True,
+                      pad_mode="reflect", return_complex=True)
+    return spec.abs().pow(2).numpy()
+
+
+@register("lsd")
+def log_spectral_distance(*, reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> float:
+    """Log-spectral distance as the super-resolution papers quote it (NU-Wave, AudioSR): STFT
+    2048/512 (Hann, centred), ``log10`` of the power clamped at 1e-8, RMS over bins, mean over
+    frames. In log10 units: 1/10 of the dB figure (``lsd_db``)."""
+    if len(reference) < 2048 // 2 + 1:
+        raise MetricError(f"too short for LSD ({len(reference)} samples < 1025)")
+    r = np.log10(np.maximum(_power_spectrogram(reference, 2048, 512), 1e-8))
+    e = np.log10(np.maximum(_power_spectrogram(estimate, 2048, 512), 1e-8))
+    return float(np.mean(np.sqrt(np.mean((r - e) ** 2, axis=0))))
+
+
+@register("lsd_db")
+def log_spectral_distance_db(*, reference: np.ndarray, estimate: np.ndarray, sample_rate: int
+                             ) -> float:
+    """Log-spectral distance in dB: mean over frames of RMS over bins of 10 log10(P_ref/P_est),
+    powers floored at 1e-10 (STFT 512/128 at 16 kHz, 1024/256 above)."""
+    r, e, _ = _mags(reference, estimate, sample_rate)
+    d = 10 * (np.log10(np.maximum(r ** 2, 1e-10)) - np.log10(np.maximum(e ** 2, 1e-10)))
+    return float(np.mean(np.sqrt(np.mean(d ** 2, axis=0))))
+
+
+# ESPnet's mel-cepstrum settings per sample rate (egs2 pyscripts/utils/evaluate_mcd.py):
+# (order, all-pass alpha)
+MCEP_PARAMS = {16000: (23, 0.42), 22050: (34, 0.45), 24000: (34, 0.46), 44100: (39, 0.53),
+               48000: (39, 0.55)}
+MCD_N_FFT, MCD_SHIFT = 1024, 256
+
+
+def mel_cepstra(y: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Mel-cepstra ``[T, order + 1]`` (c0..c_order) of ESPnet's MCD recipe: the waveform
+    scaled to int16 range, Hamming frames of 1024 every 256 samples (no padding), ``pysptk.mcep``
+    with eps 1e-6, etype 1 and the order and alpha of :data:`MCEP_PARAMS`."""
+    try:
+        with warnings.catch_warnings():     # pysptk imports pkg_resources, which warns
+            warnings.simplefilter("ignore", UserWarning)
+            import pysptk
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise MetricError(f"MCD needs pysptk ({exc}); pip install pysptk") from None
+    if sample_rate not in MCEP_PARAMS:
+        raise MetricError(f"MCD (ESPnet recipe) is defined for {sorted(MCEP_PARAMS)} Hz, "
+                          f"not {sample_rate}")
+    order, alpha = MCEP_PARAMS[sample_rate]
+    x = np.asarray(y, dtype=np.float64) * 32768.0
+    n = (len(x) - MCD_N_FFT) // MCD_SHIFT + 1
+    if n < 1:
+        raise MetricError(f"too short for MCD ({len(x)} samples < {MCD_N_FFT})")
+    frames = np.lib.stride_tricks.sliding_window_view(x, MCD_N_FFT)[::MCD_SHIFT][:n]
+    frames = frames * pysptk.sptk.hamming(MCD_N_FFT)
+    return np.stack([pysptk.mcep(f, order, alpha, eps=1e-6, etype=1) for f in frames])
+
+
+def _mcd(reference, estimate, sample_rate, dtw):
+    ref, est = mel_cepstra(reference, sample_rate), mel_cepstra(estimate, sample_rate)
+    if dtw:
+        from fastdtw import fastdtw
+        from scipy.spatial.distance import euclidean
+
+        _, path = fastdtw(est, ref, dist=euclidean)
+        i, j = np.array(path).T
+        est, ref = est[i], ref[j]
+    else:
+        n = min(len(ref), len(est))
+        est, ref = est[:n], ref[:n]
+    return float(np.mean(10.0 / np.log(10.0) * np.sqrt(2.0 * np.sum((est - ref) ** 2, axis=1))))
+
+
+@register("mcd")
+def mel_cepstral_distortion(*, reference: np.ndarray, estimate: np.ndarray, sample_rate: int
+                            ) -> float:
+    """Mel-cepstral distortion in dB as ESPnet computes it (egs2 ``evaluate_mcd.py``):
+    :func:`mel_cepstra` of both, aligned by fastdtw (Euclidean), then
+    ``10/ln(10) * sqrt(2 * sum_k (c_k - c'_k)^2)`` over c0..c_order, averaged over the path."""
+    return _mcd(reference, estimate, sample_rate, dtw=True)
+
+
+@register("mcd_plain")
+def mel_cepstral_distortion_plain(*, reference: np.ndarray, estimate: np.ndarray,
+                                  sample_rate: int) -> float:
+    """:func:`mel_cepstral_distortion` frame by frame, without time warping."""
+    return _mcd(reference, estimate, sample_rate, dtw=False)
+
+
+_DNSMOS_CACHE: dict = {}
+
+
+def _dnsmos(estimate: np.ndarray, sample_rate: int) -> dict:
+    # keyed by content: the three DNSMOS columns of one item share one model run
+    key = (hashlib.sha1(np.ascontiguousarray(estimate).tobytes()).hexdigest(), sample_rate)
+    if key not in _DNSMOS_CACHE:
+        try:
+            from speechmos import dnsmos
+        except ImportError as exc:  # pragma: no cover - installed with the package
+            raise MetricError(f"DNSMOS needs the speechmos package ({exc})") from None
+        y = _to_rate(estimate, sample_rate, 16000).astype(np.float32)
+        peak = np.abs(y).max()
+        if peak == 0:
+            raise MetricError("silent signal: DNSMOS undefined")
+        if peak > 1:
+            y = y / peak
+        _DNSMOS_CACHE.clear()
+        _DNSMOS_CACHE[key] = dnsmos.run(y, sr=16000)
+    return _DNSMOS_CACHE[key]
+
+
+@register("dnsmos_ovrl", intrusive=False)
+def dnsmos_ovrl(*, estimate: np.ndarray, sample_rate: int, reference=None) -> float:
+    """DNSMOS P.835 overall quality (non-intrusive; speechmos' bundled ONNX models)."""
+    return float(_dnsmos(estimate, sample_rate)["ovrl_mos"])
+
+
+@register("dnsmos_sig", intrusive=False)
+def dnsmos_sig(*, estimate: np.ndarray, sample_rate: int, reference=None) -> float:
+    return float(_dnsmos(estimate, sample_rate)["sig_mos"])
+
+
+@register("dnsmos_bak", intrusive=False)
+def dnsmos_bak(*, estimate: np.ndarray, sample_rate: int, reference=None) -> float:
+    return float(_dnsmos(estimate, sample_rate)["bak_mos"])
+
+
+DEFAULT_METRICS = ("pesq_wb", "stoi", "estoi", "si_sdr", "spectral_convergence", "lsd", "mcd")
+

@@ -1,0 +1,59 @@
+"""Length bucketing and device choice for batched torch work over ragged utterances."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pipeline.errors import UsageError
+
+
+def buckets(lengths: list[int], max_frames: int = 4000) -> list[list[int]]:
+    """Group indices of similar length so that ``len(group) * longest <= max_frames``.
+
+    Sorted longest first; a group never pads an item by more than the spread of its
+    neighbours' lengths. An item longer than ``max_frames`` gets a group of its own.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    out: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        if cur and (len(cur) + 1) * lengths[cur[0]] > max_frames:
+            out.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        out.append(cur)
+    return out
+
+
+def stack_frames(items: list[np.ndarray], fill: float = 0.0) -> torch.Tensor:
+    """``[T_i, D]`` arrays -> ``[B, T_max, D]`` tensor padded with ``fill``."""
+    T = max(a.shape[0] for a in items)
+    out = np.full((len(items), T, items[0].shape[1]), fill, np.float32)
+    for i, a in enumerate(items):
+        out[i, :a.shape[0]] = a
+    return torch.from_numpy(out)
+
+
+# Padded frames per phase batch: small on CPU, where a batch that stays in cache is fastest
+# (FGLA RTF 0.024 at 256 frames vs 0.062 at 4000, benchmarks/phase.py); large on a GPU, which
+# needs many frames in flight to be busy.
+PHASE_BATCH_FRAMES = {"cpu": 256, "cuda": 16384}
+
+
+def phase_batch_frames(device: torch.device) -> int:
+    return PHASE_BATCH_FRAMES.get(device.type, PHASE_BATCH_FRAMES["cpu"])
+
+
+def workers_for(device: str, workers: int) -> int:
+    """One process drives a GPU; CPU work keeps the requested number of workers."""
+    return 1 if device != "cpu" and resolve_device(device).type == "cuda" else workers
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto``: CUDA when available, else CPU. ``cuda`` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
+    return torch.device(device)

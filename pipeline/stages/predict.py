@@ -1,0 +1,54 @@
+"""One file end to end: audio -> mel -> magnitude -> waveform, with a picture and scores."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from pipeline.config import AudioConfig
+from pipeline.dsp.mel import mel_spectrogram
+from pipeline.io.audio import AudioError, load, write_wav
+from pipeline.io.results import check_writable
+from pipeline.metrics.registry import MetricError, pesq_wb, stoi
+from pipeline.parallel.batching import resolve_device
+from pipeline.plots import spectrogram_pair
+from pipeline.stages.invert import invert_frames
+from pipeline.stages.phase import default_iters, reconstruct
+
+
+def predict(audio: str | Path, out: str | Path, cfg: AudioConfig, *, method: str = "pinv",
+            weights: str | None = None, algo: str = "fgla", n_iter: int | None = None,
+            device: str = "auto", project: str = "auto") -> dict:
+    """Reconstruct ``audio`` from its mel; writes ``<stem>.wav``, ``.png`` and ``.json`` in ``out``."""
+    audio, out = Path(audio), Path(out)
+    n_iter = n_iter if n_iter is not None else default_iters(algo, project, cfg)
+    dev = resolve_device(device)
+    y = load(audio, cfg.sample_rate)
+    if len(y) < cfg.win_length:
+        raise AudioError(f"{audio}: {len(y)} sample(s) at {cfg.sample_rate} Hz; reconstruction "
+                         f"needs at least one frame ({cfg.win_length} samples)")
+    check_writable(out)
+    with torch.inference_mode():
+        mel = mel_spectrogram(torch.from_numpy(y)[None], cfg)[0].T.numpy()
+    model = None
+    if method == "model":
+        from pipeline.models.inverter import load_invert_model
+        model = load_invert_model(weights, cfg, dev)
+    mag = invert_frames([mel], cfg, method, model=model, device=dev)
+    rec = reconstruct(mag, [len(y)], cfg, algo, n_iter=n_iter, device=dev, project=project,
+                      mels=[mel])[0]
+    stem = out / audio.stem
+    write_wav(stem.with_suffix(".wav"), rec, cfg.sample_rate)
+    spectrogram_pair(y, rec, cfg.sample_rate, stem.with_suffix(".png"),
+                     f"{audio.name}: {method} + {algo} {n_iter} ({project})")
+    scores: dict = {"input": str(audio), "output": str(stem.with_suffix(".wav")), "config": cfg.name,
+                    "method": method, "algo": algo, "iters": n_iter, "project": project}
+    for name, fn in (("pesq_wb", pesq_wb), ("stoi", stoi)):
+        try:
+            scores[name] = round(fn(reference=y, estimate=rec, sample_rate=cfg.sample_rate), 4)
+        except MetricError as exc:
+            scores[name] = None
+            scores[f"{name}_error"] = str(exc)
+    stem.with_suffix(".json").write_text(json.dumps(scores, indent=1) + "\n")
+    return scores
