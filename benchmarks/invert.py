@@ -44,11 +44,15 @@ def main():
     ap.add_argument("--no-librosa", action="store_true")
     ap.add_argument("--weights", default=None, help="model weights (default: shipped for --config)")
     ap.add_argument("--seeds", type=int, default=0, help="also N random initial phases")
+    ap.add_argument("--manifest", default=None, help="another corpus (default: the test corpus), "
+                    "e.g. data/heldout-ru.jsonl for the held-out Russian voice")
+    ap.add_argument("--name", default="", help="results file suffix (default: the config)")
     a = ap.parse_args()
     cfg = load_config(a.config)
     with tempfile.TemporaryDirectory() as tmp:
-        man = Path(tmp) / "m.jsonl"
-        prepare_pocketsphinx(man)
+        man = Path(a.manifest) if a.manifest else Path(tmp) / "m.jsonl"
+        if not a.manifest:
+            prepare_pocketsphinx(man)
         store = Path(tmp) / "s.zarr"
         extract(man, store, cfg, with_mag=True, progress=False)
         s = Store(store)
@@ -96,7 +100,7 @@ def main():
         out["librosa_mel_to_audio"] = {"pesq_wb": round(p, 3), "stoi": round(st, 4)}
         print("librosa", out["librosa_mel_to_audio"], flush=True)
     print(json.dumps(out, indent=1))
-    save_results(f"invert-{a.config}", out)
+    save_results(f"invert-{a.name or a.config}", out)
 
 
 def load_resampled(y, sr):

@@ -1,8 +1,9 @@
 """``make demo``: the whole pipeline on the embedded test corpus (pocketsphinx-testdata).
 
-extract (80 mels, with true magnitudes) -> invert (pseudo-inverse) -> phase on the default route
-(joint mel inversion: FGLA whose iterations refine the magnitude within the mel, 800
-iterations) -> score against the original audio.
+The default route: extract (80 mels) -> phase (the mel inverted in memory by the
+pseudo-inverse, then joint mel inversion: FGLA whose iterations refine the magnitude within
+the mel, 800 iterations; no magnitude is written, so the store stays smaller than the
+audio) -> score against the original audio.
 """
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from pathlib import Path
 
 from pipeline.config import load_config
 from pipeline.io.manifest import prepare_pocketsphinx
+from pipeline.io.store import Store
 from pipeline.stages.extract import extract
-from pipeline.stages.invert import invert
 from pipeline.stages.phase import default_iters, phase
 from pipeline.stages.score import score
 
@@ -23,17 +24,19 @@ def run(out: Path, config: str = "mel80-16k", iters: int | None = None, workers:
     utts = prepare_pocketsphinx(manifest)
     cfg = load_config(config)
     store = out / f"pocketsphinx-{config}.zarr"
-    print(f"[1/4] extract {len(utts)} utterances ({sum(u.duration or 0.0 for u in utts):.1f} s) -> {store}")
-    r = extract(manifest, store, cfg, with_mag=True, workers=workers, shard_seconds=15)
+    print(f"[1/3] extract {len(utts)} utterances ({sum(u.duration or 0.0 for u in utts):.1f} s) -> {store}")
+    r = extract(manifest, store, cfg, workers=workers, shard_seconds=15)
+    size = sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
+    pcm = 2 * sum(e.n_samples for e in Store(store).all_entries())
+    print(f"      store {size / 1e6:.2f} MB = {size / pcm:.2f}x the 16-bit PCM of its audio")
     method = "pinv"
-    print(f"[2/4] invert mel -> magnitude with {method}")
-    invert(store, method, workers=workers)
     iters = iters if iters is not None else default_iters("fgla", "auto", cfg)
     wavs = out / f"wav-{method}-joint{iters}"
-    print(f"[3/4] phase: joint mel inversion, {iters} iterations -> {wavs}")
-    phase(store, wavs, "fgla", n_iter=iters, workers=workers)
+    print(f"[2/3] phase: mel -> magnitude ({method}, in memory), joint mel inversion, "
+          f"{iters} iterations -> {wavs}")
+    phase(store, wavs, "fgla", n_iter=iters, workers=workers, method=method)
     report = out / f"report-{method}-joint{iters}.csv"
-    print(f"[4/4] score against the originals -> {report}")
+    print(f"[3/3] score against the originals -> {report}")
     res = score(wavs, report, store, plot=True)
     print()
     print(res.markdown)
