@@ -133,3 +133,24 @@ def test_store_without_magnitudes_is_smaller_than_the_audio(tmp_path, corpus_man
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     pcm = 2 * sum(e.n_samples for e in Store(out).all_entries())
     assert size <= 0.7 * pcm, (size, pcm)
+
+
+def test_filterbank_cache_is_librosas_filterbank(tmp_path, monkeypatch):
+    """The filterbank kept on disk (to spare later processes librosa's import) is exactly
+    librosa's; an unwritable cache only means computing it each time."""
+    from pipeline.dsp import mel as M
+
+    cfg = load_config("hifigan-22k")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    M._filterbank_np.cache_clear()
+    first = M._filterbank_np(cfg)
+    assert list((tmp_path / "cache" / "pipeline").glob("melfb-*.npy"))
+    M._filterbank_np.cache_clear()
+    again = M._filterbank_np(cfg)
+    ref = librosa.filters.mel(sr=22050, n_fft=1024, n_mels=80, fmin=0, fmax=8000, dtype=np.float32)
+    np.testing.assert_array_equal(first, ref)
+    np.testing.assert_array_equal(again, ref)
+    monkeypatch.setenv("XDG_CACHE_HOME", "/proc/nope")
+    M._filterbank_np.cache_clear()
+    np.testing.assert_array_equal(M._filterbank_np(cfg), ref)
+    M._filterbank_np.cache_clear()
