@@ -9,7 +9,7 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Annotated, List, Optional, Tuple
 
 import typer
 from rich.console import Console
@@ -130,18 +130,16 @@ def prepare(
 def extract(
     inputs: List[Path] = typer.Argument(..., help="A folder, a .jsonl manifest, or audio files."),
     out: Path = typer.Option(..., "--out", "-o", help="The zarr store to write (STORE.zarr)."),
-    config: str = typer.Option("mel80-16k", "--config", "-c",
-                               help="Preset name (configs/NAME.toml) or a TOML file."),
+    config: ConfigName = "mel80-16k",
     with_mag: bool = typer.Option(False, "--with-mag", help="Also store true STFT magnitudes "
                                   "(training targets, phase-only evaluation)."),
-    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker processes "
-                                "(local: at most one per core; SLURM: jobs)."),
+    workers: Workers = 1,
     shard_seconds: float = typer.Option(60.0, callback=lambda v: _positive(v, "--shard-seconds"),
                                         help="Audio seconds per shard (unit of resume), > 0."),
-    cluster: Cluster = typer.Option(Cluster.local, help="local processes or a SLURM cluster."),
-    profile: Optional[str] = typer.Option(None, help="Cluster profile (configs/cluster-*.toml)."),
+    cluster: ClusterOpt = Cluster.local,
+    profile: Profile = None,
     overwrite: bool = typer.Option(False, help="Replace an existing store instead of resuming."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: Quiet = False,
 ) -> None:
     """Audio -> log-mel spectrograms in a zarr store. Resumable: re-run to finish a killed run."""
     from pipeline.config import load_config
@@ -162,6 +160,18 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+# Options shared by the stage commands: one spelling, one help text.
+Workers = Annotated[int, typer.Option("--workers", "-j", min=1, help="Parallel worker processes "
+                                      "(local: at most one per core; SLURM: jobs).")]
+ClusterOpt = Annotated[Cluster, typer.Option(help="local processes or a SLURM cluster.")]
+Profile = Annotated[Optional[str], typer.Option(help="Cluster profile (configs/cluster-*.toml "
+                                                "or a TOML file).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+DeviceOpt = Annotated[Device, typer.Option(help="auto picks CUDA when available.")]
+ConfigName = Annotated[str, typer.Option("--config", "-c", help="Preset name (configs/NAME.toml) "
+                                         "or a TOML file.")]
+
+
 @app.command()
 def invert(
     store: Path = typer.Argument(..., help="Store written by `pipeline extract`."),
@@ -173,16 +183,15 @@ def invert(
                                     "with the magnitude held fixed (`--project mag`) use model."),
     weights: Optional[str] = typer.Option(None, help="Weights name (weights/NAME.pt) or path; "
                                           "default: the shipped ones matching the store's config."),
-    device: Device = typer.Option(Device.auto, help="auto picks CUDA when available."),
+    device: DeviceOpt = Device.auto,
     batch_frames: int = typer.Option(1000, "--batch-frames", min=1, help="Padded frames per batch."),
     nnls_iters: int = typer.Option(50, help="Iterations of the NNLS solver (FISTA; 50 reach a "
                                    "relative mel residual of ~1e-5)."),
-    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker processes "
-                                "(CPU; local: at most one per core; SLURM: jobs)."),
-    cluster: Cluster = typer.Option(Cluster.local, help="local processes or a SLURM cluster."),
-    profile: Optional[str] = typer.Option(None, help="Cluster profile (configs/cluster-*.toml)."),
+    workers: Workers = 1,
+    cluster: ClusterOpt = Cluster.local,
+    profile: Profile = None,
     overwrite: bool = typer.Option(False, help="Recompute shards already inverted."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: Quiet = False,
 ) -> None:
     """Mel -> linear STFT magnitude, written into the store as `mag`. Resumable."""
     from pipeline.stages.invert import invert as run
@@ -232,15 +241,14 @@ def phase(
     warmup: Optional[int] = typer.Option(None, min=0, help="DeGLI: FGLA iterations before the "
                                          "--iters DeGLI blocks (default: the regime the weights "
                                          "were trained for, in their card)."),
-    device: Device = typer.Option(Device.auto, help="auto picks CUDA when available."),
+    device: DeviceOpt = Device.auto,
     batch_frames: Optional[int] = typer.Option(None, "--batch-frames", min=1, help="Padded frames per batch "
                                      "(default: 256 on CPU, where small batches stay in cache; 16384 on CUDA)."),
     seed: int = typer.Option(0, help="Seed of the random initial phase."),
-    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker processes "
-                                "(CPU; local: at most one per core; SLURM: jobs)."),
-    cluster: Cluster = typer.Option(Cluster.local, help="local processes or a SLURM cluster."),
-    profile: Optional[str] = typer.Option(None, help="Cluster profile (configs/cluster-*.toml)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    workers: Workers = 1,
+    cluster: ClusterOpt = Cluster.local,
+    profile: Profile = None,
+    quiet: Quiet = False,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the wavs of an earlier "
                                    "run with other settings (only this store's <id>.wav files, "
                                    "failures.csv and the run record are removed)."),
@@ -266,8 +274,7 @@ def run(
     inputs: List[Path] = typer.Argument(..., help="A folder, a .jsonl manifest, or audio files."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for mels.zarr, wav/ and "
                              "(with --score) report.csv."),
-    config: str = typer.Option("mel80-16k", "--config", "-c",
-                               help="Preset name (configs/NAME.toml) or a TOML file."),
+    config: ConfigName = "mel80-16k",
     method: str = typer.Option("pinv", help="Mel -> magnitude: pinv, nnls or model."),
     invert_weights: Optional[str] = typer.Option(None, "--invert-weights", help="--method "
                                                  "model: inverter weights (default: shipped)."),
@@ -282,12 +289,11 @@ def run(
     score: bool = typer.Option(False, "--score", help="Score the wavs against the input audio."),
     metrics: Optional[str] = typer.Option(None, help="--score: comma-separated metrics "
                                           "(default: those of `pipeline score`)."),
-    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker processes, "
-                                "one cluster for every stage (local: at most one per core)."),
-    cluster: Cluster = typer.Option(Cluster.local, help="local processes or a SLURM cluster."),
-    profile: Optional[str] = typer.Option(None, help="Cluster profile (configs/cluster-*.toml)."),
-    device: Device = typer.Option(Device.auto, help="auto picks CUDA when available."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    workers: Workers = 1,
+    cluster: ClusterOpt = Cluster.local,
+    profile: Profile = None,
+    device: DeviceOpt = Device.auto,
+    quiet: Quiet = False,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace what an earlier run "
                                    "with other settings left in --out."),
 ) -> None:
@@ -339,12 +345,11 @@ def score(
                                           "mcd_plain without alignment. With references at "
                                           "another rate, every metric is computed at the lower "
                                           "of the two rates."),
-    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker processes "
-                                "(local: at most one per core; SLURM: jobs)."),
-    cluster: Cluster = typer.Option(Cluster.local, help="local processes or a SLURM cluster."),
-    profile: Optional[str] = typer.Option(None, help="Cluster profile (configs/cluster-*.toml)."),
+    workers: Workers = 1,
+    cluster: ClusterOpt = Cluster.local,
+    profile: Profile = None,
     plot: bool = typer.Option(False, help="Also write PNGs: histograms, best/worst spectrograms."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: Quiet = False,
 ) -> None:
     """Objective metrics per utterance (CSV), a summary CSV and a Markdown table."""
     from pipeline.stages.score import score as run
@@ -371,18 +376,12 @@ class LogKind(str, Enum):
 
 
 def _convention(preset: str, **overrides):
-    """A preset with explicit overrides applied (None = keep the preset's value)."""
-    from pipeline.config import load_config
+    """A preset with the command line's overrides (``--sr``, ``--hop``, ...) applied."""
+    from pipeline.config import load_config, with_overrides
 
-    cfg = load_config(preset)
     renames = {"sr": "sample_rate", "hop": "hop_length", "win": "win_length"}
-    clean = {renames.get(k, k): (v.value if isinstance(v, Enum) else v)
-             for k, v in overrides.items() if v is not None}
-    if "n_fft" in clean and "win_length" not in clean:
-        clean["win_length"] = min(cfg.win_length, clean["n_fft"])
-    if clean:
-        cfg = cfg.replace(name=f"{cfg.name}+custom", **clean)
-    return cfg
+    return with_overrides(load_config(preset), **{
+        renames.get(k, k): (v.value if isinstance(v, Enum) else v) for k, v in overrides.items()})
 
 
 @app.command()
@@ -412,9 +411,9 @@ def vocode(
     mel_scale: Optional[str] = typer.Option(None, "--mel-scale", help="Override: slaney or htk."),
     norm: Optional[str] = typer.Option(None, "--norm", help="Override: slaney or none."),
     center: Optional[bool] = typer.Option(None, "--center/--no-center", help="Override: centred frames."),
-    device: Device = typer.Option(Device.auto),
-    workers: int = typer.Option(1, "--workers", "-j", min=1),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    device: DeviceOpt = Device.auto,
+    workers: Workers = 1,
+    quiet: Quiet = False,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the wavs of an earlier "
                                    "run with other settings (only the <id>.wav files of these "
                                    "mels, failures.csv and the run record are removed)."),
@@ -455,7 +454,7 @@ def predict(
     iters: Optional[int] = typer.Option(None, min=0, help="Phase iterations (default: 800 joint, "
                                         "100 with the magnitude fixed)."),
     project: str = typer.Option("auto", "--project", help="mel (joint mel inversion), mag or auto."),
-    device: Device = typer.Option(Device.auto),
+    device: DeviceOpt = Device.auto,
 ) -> None:
     """One file: audio -> mel -> reconstruction. Writes the wav, a spectrogram PNG and PESQ/STOI JSON."""
     from pipeline.config import load_config
@@ -494,7 +493,7 @@ def train_degli(
                                               "path) instead of true ones: the blocks may then "
                                               "correct the magnitude too."),
     seed: int = typer.Option(0),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    quiet: Quiet = False,
 ) -> None:
     """Train the DeGLI residual network on FGLA iterates of the stores' STFTs (true magnitudes,
     or the learned inverter's with --after-model). Re-run the same command to resume."""
@@ -542,7 +541,7 @@ def train_invert(
     gain_db: float = typer.Option(0.0, "--gain-db", help="Level augmentation: each training crop "
                                   "scaled by a random gain within +-this many dB."),
     seed: int = typer.Option(0),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    quiet: Quiet = False,
 ) -> None:
     """Train the PInv + conv autoencoder inverter. Re-run the same command to resume."""
     from pipeline.models.inverter import ModelConfig
@@ -566,29 +565,21 @@ def train_invert(
 @app.command()
 def info(store: Path = typer.Argument(..., help="A store written by `pipeline extract`.")) -> None:
     """Summarise a store: config, utterances, arrays and completion of each stage."""
-    from pipeline.io.store import Store, failures_csv_path
+    from pipeline.io.store import Store, summary
 
     try:
-        s = Store(store)
+        s = summary(Store(store))
     except PipelineError as exc:
         _fail(str(exc))
-    entries = s.all_entries()
-    cfg = s.config
-    print(f"store      {s.path}")
+    cfg = s["config"]
+    print(f"store      {s['path']}")
     print(f"config     {cfg.name}: {cfg.sample_rate} Hz, n_fft {cfg.n_fft}, hop {cfg.hop_length}, "
           f"{cfg.n_mels} mels, log {cfg.log}")
-    print(f"utterances {len(entries)} ({sum(e.n_samples for e in entries) / cfg.sample_rate:.1f} s), "
-          f"{len(s.shard_names())} shards")
-    for marker in ("extract", "mag"):
-        todo = s.incomplete(marker)
-        print(f"{'extract' if marker == 'extract' else 'invert':10} "
-              f"{len(s.shard_names()) - len(todo)}/{len(s.shard_names())} shards complete")
-    counts = []
-    for stage in ("extract", "invert"):   # every failure a run recorded, header failures too
-        csv_path = failures_csv_path(s.path, "" if stage == "extract" else stage)
-        n = sum(1 for _ in csv_path.open(encoding="utf-8")) - 1 if csv_path.exists() else 0
-        counts.append(f"{stage} {n}" + (f" ({csv_path})" if n else ""))
-    print(f"failures   {', '.join(counts)}")
+    print(f"utterances {s['utterances']} ({s['seconds']:.1f} s), {s['shards']} shards")
+    for stage, done in s["complete"].items():
+        print(f"{stage:10} {done}/{s['shards']} shards complete")
+    print("failures   " + ", ".join(f"{stage} {n}" + (f" ({path})" if n else "")
+                                    for stage, (n, path) in s["failures"].items()))
 
 
 @cluster_app.command("script")

@@ -161,3 +161,12 @@ def load_config(name_or_path: str | Path | None = None) -> AudioConfig:
         return AudioConfig.from_dict(data)
     except (ConfigError, TypeError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+
+
+def with_overrides(config: AudioConfig, **fields: Any) -> AudioConfig:
+    """``config`` with the given fields replaced (``None``: keep the config's value), renamed
+    ``NAME+custom``. Changing ``n_fft`` alone keeps the window within it."""
+    clean = {k: v for k, v in fields.items() if v is not None}
+    if "n_fft" in clean and "win_length" not in clean:
+        clean["win_length"] = min(config.win_length, clean["n_fft"])
+    return config.replace(name=f"{config.name}+custom", **clean) if clean else config

@@ -21,9 +21,12 @@ for cfg in "${@:-mel80-16k mel250-16k hifigan-22k}"; do
     for split in train val; do
       $P extract data/$split-all.jsonl --out data/$split-$cfg1.zarr --config $cfg1 --with-mag -j 2 -q
     done
-    # mel80-16k ships the wider model (192 channels, 96 epochs (43 min), EMA + mel bound: this
-    # trainer). mel250-16k and hifigan-22k ship 128-channel models trained for 16 epochs by
-    # the trainer of commit c509219 (no EMA, no bound; their cards say so by omission).
+    # mel80-16k ships the wider model (192 channels, 96 epochs (43 min), EMA + mel bound).
+    # What this script gives vs what ships (each card's "made_by" says exactly how it was made):
+    # mel80-16k: the same recipe, not the same bits (its trainer did not seed the initial
+    # weights); mel250-16k and hifigan-22k: these commands with today's trainer (weight
+    # average, mel bound); the shipped ones came from the trainer of commits c509219 and
+    # 0b8a04b (no average, no bound): `git checkout COMMIT && bash scripts/train-weights.sh CFG`.
     extra=(--epochs $EPOCHS --patience 6)
     [ "$cfg1" = mel80-16k ] && extra=(--channels 192 --epochs 96 --patience 96)
     $P train invert --train data/train-$cfg1.zarr --val data/val-$cfg1.zarr \

@@ -217,6 +217,22 @@ class Store:
                 yield e, data[e.offset:e.offset + e.n_frames]
 
 
+def summary(store: Store) -> dict[str, Any]:
+    """What ``pipeline info`` prints: config, utterances, shards complete per stage, failures
+    recorded per stage (with the CSV that lists them)."""
+    entries, cfg, names = store.all_entries(), store.config, store.shard_names()
+    failures = {}
+    for stage in ("extract", "invert"):   # every failure a run recorded, header failures too
+        path = failures_csv_path(store.path, "" if stage == "extract" else stage)
+        n = sum(1 for _ in path.open(encoding="utf-8")) - 1 if path.exists() else 0
+        failures[stage] = (n, path)
+    return {"path": store.path, "config": cfg, "utterances": len(entries),
+            "seconds": sum(e.n_samples for e in entries) / cfg.sample_rate, "shards": len(names),
+            "complete": {"extract": len(names) - len(store.incomplete("extract")),
+                         "invert": len(names) - len(store.incomplete("mag"))},
+            "failures": failures}
+
+
 def store_items(store: Store, shard: str) -> list[dict]:
     """The ``{"id", "path"}`` items of a shard (for failure reports)."""
     return [{"id": e.id, "path": e.source} for e in store.entries(shard)]
