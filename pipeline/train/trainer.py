@@ -101,7 +101,12 @@ class Trainer:
         if self.sched is not None:
             self.sched.load_state_dict(ck["sched"])
         self.gen.set_state(ck["gen"])
-        return json.loads(ck["history"]), json.loads(ck["best"])
+        best = json.loads(ck["best"])
+        if isinstance(best, list):          # checkpoints of the DeGLI trainer before this one
+            best = {"loss": best[0], "epoch": best[1]}
+        elif "loss" not in best:            # ... and of the inverter's
+            best["loss"] = best.pop("val")
+        return json.loads(ck["history"]), best
 
     def _save(self, history: list[dict], best: dict) -> None:
         W.save_atomic({"model": self.net.state_dict(),
