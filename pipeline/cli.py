@@ -312,19 +312,16 @@ def run(
                          progress=not quiet, overwrite=overwrite)
     except PipelineError as exc:
         _fail(str(exc))
-    failed = False
     for name, r in res.stages.items():
         console.print(f"[green]{name}[/]: {r.done} utterance(s) in {r.seconds:.1f} s; "
                       f"{r.skipped_shards} shard(s) already complete")
         if r.failures:
-            failed = True
             console.print(f"  [bold red]{len(r.failures)} item(s) failed[/], listed in "
                           f"{_e(str(r.failures_csv))}")
     if res.score is not None:
         print(res.score.markdown)
-        failed = failed or bool(res.score.failures)
     console.print(f"done in {res.seconds:.1f} s -> {_e(str(out))}")
-    if failed:
+    if not res.ok:
         raise typer.Exit(1)
 
 

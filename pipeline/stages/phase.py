@@ -26,7 +26,7 @@ from pipeline.models.degli import degli
 from pipeline.parallel.batching import buckets, phase_batch_frames, resolve_device, stack_frames, workers_for
 from pipeline.parallel.tasks import threads_per_worker
 from pipeline.stages._runner import run_stage
-from pipeline.stages.invert import invert_frames, mel_floor
+from pipeline.stages.invert import METHODS, invert_frames, mel_floor
 
 ALGOS: dict[str, Callable] = {"gla": gla, "fgla": fgla, "degli": degli, "admm": joint}
 # What each iteration projects onto: the inverted magnitude (held fixed), or the magnitudes
@@ -431,7 +431,6 @@ def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *,
     store = Store(store_path)
     source = resolve_source(source, store)
     if source == "mel":
-        from pipeline.stages.invert import METHODS
         if method not in METHODS:
             raise UsageError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
         if method == "model":

@@ -165,8 +165,7 @@ def train_degli(train_store: str | Path, val_store: str | Path, out: str | Path,
     loop = LoopConfig(epochs=tc.epochs, steps_per_epoch=tc.steps_per_epoch, lr=tc.lr,
                       patience=tc.patience, seed=tc.seed)
     trainer = Trainer(net, out, loop, {"model": asdict(hp), "train": {**asdict(tc), "epochs": None}},
-                      label="train degli")
-    trainer.gen = gen   # the generator that drew the training utterances goes on sampling
+                      label="train degli", gen=gen)   # it drew the training utterances
     fitted = trainer.fit(step, validate, progress)  # type: ignore[arg-type]
     card = {**net.card(), "trained_on": str(train_store), "validated_on": str(val_store),
             "train": asdict(tc), "best_epoch": fitted.best_epoch,

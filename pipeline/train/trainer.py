@@ -60,15 +60,17 @@ class Fitted:
 
 class Trainer:
     def __init__(self, net: nn.Module, out: str | Path, loop: LoopConfig, settings: dict,
-                 label: str = "train"):
+                 label: str = "train", gen: torch.Generator | None = None):
         """``settings``: everything that makes a run what it is (model and data settings);
-        a resume with other settings is refused. ``label``: the progress bar's name."""
+        a resume with other settings is refused. ``label``: the progress bar's name. ``gen``:
+        the sampling generator, when the model's trainer already drew from it (default: a
+        new one seeded with ``loop.seed``)."""
         self.net, self.loop, self.label = net, loop, label
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.settings = json.dumps({**settings, "loop": {**loop.__dict__, "epochs": None}},
                                    sort_keys=True, default=str)   # more epochs may follow
-        self.gen = torch.Generator().manual_seed(loop.seed)
+        self.gen = gen if gen is not None else torch.Generator().manual_seed(loop.seed)
         self.ema = (torch.optim.swa_utils.AveragedModel(
             net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(loop.ema))
             if loop.ema else None)
