@@ -59,8 +59,9 @@ class MelTarget:
     A: torch.Tensor            # [M, F]
     power: float
     start: torch.Tensor | None = None   # [B, T, F] initial magnitude: kept where no band looks
-    _terms: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+    _terms: "BandProducts | None" = field(default=None, repr=False)
     _low: torch.Tensor | None = field(default=None, repr=False)
+    _unseen: torch.Tensor | None = field(default=None, repr=False)
 
     @classmethod
     def from_compressed(cls, mel: torch.Tensor, cfg: AudioConfig) -> "MelTarget":
@@ -71,19 +72,20 @@ class MelTarget:
         floor = lin <= cfg.clamp * 1.01
         return cls(lin.clamp_min(0), floor, A, cfg.power)
 
-    def terms(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``A^T`` ``[F, M]`` and ``A`` with each column divided by its sum ``[M, F]`` (zero
-        columns stay zero): the two matmuls of a multiplicative step."""
+    def terms(self) -> "BandProducts":
+        """The two filterbank products of a multiplicative step: ``P A^T`` and ``R An`` with
+        ``An`` = ``A`` with each column divided by its sum (zero columns stay zero)."""
         if self._terms is None:
             cover = self.A.sum(0)
             inv = torch.where(cover > 0, 1.0 / cover.clamp_min(EPS), torch.zeros_like(cover))
-            self._terms = (self.A.T.contiguous(), (self.A * inv).contiguous())
+            self._terms = BandProducts.build(self.A, self.A * inv)
         return self._terms
 
     def unseen(self) -> torch.Tensor | None:
         """Indices ``[K]`` of the bins no band sees, or None when every bin is seen."""
-        idx = torch.nonzero(self.A.sum(0) <= 0).flatten()
-        return idx if idx.numel() else None
+        if self._unseen is None:
+            self._unseen = torch.nonzero(self.A.sum(0) <= 0).flatten()
+        return self._unseen if self._unseen.numel() else None
 
     def goal(self, AP: torch.Tensor) -> torch.Tensor:
         """The mel to reach from a current mel ``AP``: the target, or ``min(AP, floor)``
@@ -93,6 +95,77 @@ class MelTarget:
             self._low = torch.where(self.floor, torch.zeros_like(self.mel), self.mel)
         return torch.clamp(AP, min=self._low, max=self.mel)
 
+
+@dataclass(frozen=True)
+class BandProducts:
+    """``P A^T`` and ``R An`` (``A``, ``An``: ``[M, F]`` filterbanks with the same nonzeros)
+    through the filterbank's nonzero blocks on the CPU.
+
+    A mel band covers a contiguous run of bins and each bin lies in at most two bands, so
+    ``A`` is banded: cut into 4 groups of bands of equal bin coverage, the blocks hold about
+    a quarter of the dense matrix. Dense matmuls of 256 frames x 513 bins x 80 bands already
+    run near the core's peak, so the saving is smaller than the area: about 30 % of the
+    3-step projection, 60 -> 50 ms per mel-projected iteration of the test corpus
+    (``benchmarks/checks/band_products.py``, BENCHMARKS.md). On other devices, and for
+    filterbanks that are not banded, the dense products run."""
+    AT: torch.Tensor                                           # [F, M]
+    An: torch.Tensor                                           # [M, F]
+    fwd: tuple[tuple[int, int, int, int, torch.Tensor], ...] = ()  # f0, f1, m0, m1, AT[f0:f1, m0:m1]
+    bwd: tuple[tuple[int, int, int, int, torch.Tensor | None], ...] = ()  # m0, m1, f0, f1, An block
+
+    @classmethod
+    def build(cls, A: torch.Tensor, An: torch.Tensor, groups: int = 4) -> "BandProducts":
+        AT, An = A.T.contiguous(), An.contiguous()
+        if A.device.type != "cpu":
+            return cls(AT, An)
+        M, F = A.shape
+        seen = (A > 0).numpy()
+        lo = np.where(seen.any(1), seen.argmax(1), F)                  # first bin of each band
+        hi = np.where(seen.any(1), F - seen[:, ::-1].argmax(1), 0)      # one past its last
+        width = np.cumsum(np.maximum(hi - lo, 0))
+        cuts = sorted({0, M} | {int(np.searchsorted(width, width[-1] * i / groups))
+                                for i in range(1, groups)})
+        fwd: list[tuple[int, int, int, int, torch.Tensor]] = []
+        for m0, m1 in zip(cuts[:-1], cuts[1:]):
+            f0, f1 = int(lo[m0:m1].min()), int(hi[m0:m1].max())
+            if f1 <= f0 or (fwd and f0 < fwd[-1][0]):
+                return cls(AT, An)                                     # not banded
+            fwd.append((f0, f1, m0, m1, AT[f0:f1, m0:m1].contiguous()))
+        if len(fwd) < 2:
+            return cls(AT, An)
+        starts = [0] + [blk[0] for blk in fwd[1:]] + [F]
+        bwd: list[tuple[int, int, int, int, torch.Tensor | None]] = []
+        for f0, f1 in zip(starts[:-1], starts[1:]):
+            bands = np.flatnonzero(seen[:, f0:f1].any(1))
+            if bands.size == 0:
+                bwd.append((0, 0, f0, f1, None))
+                continue
+            m0, m1 = int(bands[0]), int(bands[-1]) + 1
+            bwd.append((m0, m1, f0, f1, An[m0:m1, f0:f1].contiguous()))
+        return cls(AT, An, tuple(fwd), tuple(bwd))
+
+    def mel(self, P: torch.Tensor) -> torch.Tensor:
+        """``P A^T``: ``[..., F]`` -> ``[..., M]``."""
+        if not self.fwd:
+            return torch.matmul(P, self.AT)
+        flat = P.reshape(-1, P.shape[-1])
+        out = flat.new_empty(len(flat), self.AT.shape[1])
+        for f0, f1, m0, m1, w in self.fwd:
+            torch.mm(flat[:, f0:f1], w, out=out[:, m0:m1])
+        return out.view(*P.shape[:-1], out.shape[-1])
+
+    def spread(self, R: torch.Tensor) -> torch.Tensor:
+        """``R An``: ``[..., M]`` -> ``[..., F]``."""
+        if not self.bwd:
+            return torch.matmul(R, self.An)
+        flat = R.reshape(-1, R.shape[-1])
+        out = flat.new_empty(len(flat), self.An.shape[1])
+        for m0, m1, f0, f1, w in self.bwd:
+            if w is None:
+                out[:, f0:f1].zero_()
+            else:
+                torch.mm(flat[:, m0:m1], w, out=out[:, f0:f1])
+        return out.view(*R.shape[:-1], out.shape[-1])
 
 def project_mel(mag: torch.Tensor, target: MelTarget, kind: str = "multiplicative",
                 pinv: torch.Tensor | None = None, steps: int = 3) -> torch.Tensor:
@@ -111,11 +184,11 @@ def project_mel(mag: torch.Tensor, target: MelTarget, kind: str = "multiplicativ
             pinv = torch.linalg.pinv(target.A)
         P = torch.matmul(target.goal(AP).sub_(AP), pinv.T).add_(P).clamp_min_(0)
     elif kind == "multiplicative":
-        AT, An = target.terms()
+        products = target.terms()
         for _ in range(steps):
-            AP = torch.matmul(P, AT)
+            AP = products.mel(P)
             ratio = target.goal(AP).div_(AP.clamp_min_(EPS))
-            P = P * torch.matmul(ratio, An)
+            P = products.spread(ratio).mul_(P)
     else:
         raise ValueError(f"unknown mel projection {kind!r}: use {' or '.join(PROJECTIONS)}")
     out = P if target.power == 1 else P.sqrt()
