@@ -359,3 +359,21 @@ def test_more_workers_than_cores_run_clean(tmp_path, small_store):
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr and "ERROR" not in r.stderr
     assert len(list((tmp_path / "w").glob("*.wav"))) == 2
+
+
+def _env(name):
+    return os.environ.get(name)
+
+
+def test_tasks_bound_onednn_kernel_cache(monkeypatch):
+    """A worker's memory must not grow with the corpus: oneDNN keeps a kernel per input shape
+    (the inverter meets a new one in most buckets) unless its cache is bounded before the first
+    task; a value the user set is kept."""
+    from pipeline.parallel.tasks import ONEDNN_CACHE_CAPACITY, run_tasks
+    var = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+    monkeypatch.delenv(var, raising=False)
+    [res] = run_tasks(_env, [(0, (var,))], progress=False)
+    assert res.value == str(ONEDNN_CACHE_CAPACITY)
+    monkeypatch.setenv(var, "7")
+    [res] = run_tasks(_env, [(0, (var,))], progress=False)
+    assert res.value == "7"

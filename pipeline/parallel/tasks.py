@@ -75,8 +75,22 @@ def tune_malloc() -> None:
     libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
 
 
+# oneDNN, which runs torch's CPU convolutions, keeps a compiled kernel (with its reordered
+# weights and scratch space) for every input shape it meets, up to 1024 of them. The inverter
+# meets a new shape in almost every length bucket, so a worker grew with the corpus: in one
+# process, phase over 185 shards (2.9 h) went from 358 to 736 MB; with 32 kept, 327 -> 391 MB
+# and the same speed (benchmarks/scale.py, BENCHMARKS.md). oneDNN reads the variable when it
+# builds its first kernel, so it is set before any task runs; a value the user set is kept.
+ONEDNN_CACHE_CAPACITY = 32
+
+
+def bound_kernel_cache() -> None:
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_CACHE_CAPACITY))
+
+
 def _guarded(fn: Callable, key: Any, args: tuple) -> TaskResult:
     tune_malloc()
+    bound_kernel_cache()
     try:
         return TaskResult(key, fn(*args))
     except Exception as exc:  # one shard's bug must not lose the others: recorded, reported
