@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # 2: the shard plan in its own group (plan/), not the root's attrs
 
 _API = {"load_config": "pipeline.config", "extract": "pipeline.stages.extract",
         "invert": "pipeline.stages.invert", "phase": "pipeline.stages.phase",

@@ -3,7 +3,10 @@
 Layout::
 
     STORE.zarr/
-      attrs    schema_version, pipeline_version, audio (AudioConfig), source, plan, created/updated
+      attrs    schema_version, pipeline_version, audio (AudioConfig), source, n_shards,
+               created/updated
+      plan/    attrs shards: [[{id, path}, ...], ...]  the shard plan (every utterance), kept
+               apart so that opening the store (each worker task does) reads none of it
       shards/00000/            one group per shard, written by exactly one worker
           mel       float32 [frames, n_mels]   utterances' frames concatenated
           mag_true  float32 [frames, n_freq]   true STFT magnitude (extract --with-mag)
@@ -104,8 +107,8 @@ class Store:
                 ours = "schema_version" in zarr.open_group(str(path), mode="r", zarr_format=3).attrs
             except Exception:   # damaged or foreign metadata: not ours
                 ours = False
-        if not ours or not names <= {"zarr.json", "shards"}:
-            extra = sorted(names - {"zarr.json", "shards"})
+        if not ours or not names <= {"zarr.json", "shards", "plan"}:
+            extra = sorted(names - {"zarr.json", "shards", "plan"})
             what = f"holds other files ({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''})" \
                 if ours else "is not a store made by `pipeline extract`"
             raise StoreError(f"--out {path} {what}: --overwrite only replaces a store this tool "
@@ -118,9 +121,10 @@ class Store:
         root = zarr.open_group(str(path), mode="w", zarr_format=3)
         root.attrs.update({
             "schema_version": SCHEMA_VERSION, "pipeline_version": __version__,
-            "audio": config.to_dict(), "source": source, "plan": plan,
+            "audio": config.to_dict(), "source": source, "n_shards": len(plan),
             "created": now(), "updated": now(),
         })
+        root.create_group("plan").attrs["shards"] = plan
         root.create_group("shards")
         return cls(path, "r+")
 
@@ -132,7 +136,11 @@ class Store:
 
     @property
     def plan(self) -> list[list[dict]]:
-        return list(cast(list, self.root.attrs["plan"]))
+        """Every shard's ``{id, path}`` items (read from the store each time: the CLI process
+        needs it to plan; workers never do). Stores of schema 1 kept it in the root's attrs."""
+        if "plan" in self.root.attrs:
+            return list(cast(list, self.root.attrs["plan"]))
+        return list(cast(list, self.root["plan"].attrs["shards"]))
 
     def check_config(self, config: AudioConfig, what: str) -> None:
         """Refuse to mix conventions: raise naming every differing field."""
@@ -147,7 +155,8 @@ class Store:
     # ----------------------------------------------------------------- shards
 
     def shard_names(self) -> list[str]:
-        return [shard_name(i) for i in range(len(self.plan))]
+        n = self.root.attrs.get("n_shards")
+        return [shard_name(i) for i in range(int(cast(int, n)) if n is not None else len(self.plan))]
 
     def shard_group(self, name: str) -> zarr.Group | None:
         try:
