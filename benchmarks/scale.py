@@ -40,42 +40,59 @@ MANIFESTS = ["data/asterisk/all.jsonl", "data/asterisk-ru/asterisk-train.jsonl",
 
 
 def build_manifest(out: Path, repeat: int, hours: float | None) -> tuple[Path, float, int]:
+    """The corpus manifest, ``repeat`` times under distinct ids; with ``hours``, every k-th
+    line of it (k chosen to give about that much audio), so that a subset has the whole
+    corpus's mix of voices and lengths (the longest items set the memory a shard needs)."""
     rows = []
     for m in MANIFESTS:
         p = REPO / m
         if p.exists():
             rows += [json.loads(line) for line in p.open()]
-    total, lines = 0.0, []
-    for k in range(repeat):
-        for r in rows:
-            if hours is not None and total >= hours * 3600:
-                break
-            lines.append(json.dumps({**r, "id": f"rep{k}/{r['id']}"}))
-            total += r["duration"]
-    path = out / f"corpus-{len(lines)}.jsonl"
-    path.write_text("\n".join(lines) + "\n")
-    return path, total, len(lines)
+    rows = [{**r, "id": f"rep{k}/{r['id']}"} for k in range(repeat) for r in rows]
+    if hours is not None:
+        every = max(1, round(sum(r["duration"] for r in rows) / (hours * 3600)))
+        rows = rows[::every]
+    path = out / f"corpus-{len(rows)}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path, sum(r["duration"] for r in rows), len(rows)
 
 
-def tree_rss(proc: psutil.Process) -> int:
-    total = 0
+def tree_rss(proc: psutil.Process) -> dict[str, int]:
+    """RSS of the process tree, in total and by role: ``cli`` (the command's own process,
+    which also runs the dask scheduler), ``forkserver`` (the workers' parent), ``worker``
+    (the largest single worker; ``workers``: all of them)."""
+    roles = {"total": 0, "cli": 0, "forkserver": 0, "other": 0, "worker": 0, "workers": 0}
     for p in [proc, *proc.children(recursive=True)]:
         try:
-            total += p.memory_info().rss
+            rss = p.memory_info().rss
+            if p.pid == proc.pid:
+                role = "cli"
+            elif p.ppid() != proc.pid:
+                role = "worker"            # forked by the forkserver (same command line)
+            elif "forkserver" in " ".join(p.cmdline()):
+                role = "forkserver"
+            else:
+                role = "other"             # multiprocessing's resource tracker
         except psutil.Error:
-            pass
-    return total
+            continue
+        roles["total"] += rss
+        if role == "worker":
+            roles["workers"] += rss
+        roles[role] = max(roles[role], rss)
+    return roles
 
 
 def watched(cmd: list[str], stop_when=None) -> dict:
-    """Run ``cmd`` in its own process group; peak RSS of its tree; optionally SIGKILL the
-    group once ``stop_when()`` is true."""
+    """Run ``cmd`` in its own process group; peak RSS of its tree (in total and by role);
+    optionally SIGKILL the group once ``stop_when()`` is true."""
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True, text=True)
-    ps, peak, killed = psutil.Process(proc.pid), 0, False
+    ps, killed = psutil.Process(proc.pid), False
+    peak = dict.fromkeys(("total", "cli", "forkserver", "other", "worker", "workers"), 0)
     while proc.poll() is None:
-        peak = max(peak, tree_rss(ps))
+        now = tree_rss(ps)
+        peak = {k: max(v, now[k]) for k, v in peak.items()}
         if stop_when is not None and not killed and stop_when():
             os.killpg(proc.pid, signal.SIGKILL)
             killed = True
@@ -83,7 +100,8 @@ def watched(cmd: list[str], stop_when=None) -> dict:
     err = proc.stderr.read() if proc.stderr else ""
     if proc.returncode not in (0,) and not killed:
         raise SystemExit(f"{cmd} failed ({proc.returncode}): {err[-2000:]}")
-    return {"seconds": round(time.perf_counter() - t, 1), "peak_rss_mb": round(peak / 2**20),
+    return {"seconds": round(time.perf_counter() - t, 1), "peak_rss_mb": round(peak["total"] / 2**20),
+            "peak_rss_mb_by_role": {k: round(v / 2**20) for k, v in peak.items() if k != "total"},
             "killed": killed, "returncode": proc.returncode}
 
 
@@ -112,6 +130,9 @@ def one_run(out: Path, manifest: Path, audio_s: float, workers: int, kill_at: fl
             "killed_after_s": first["seconds"], "wavs_before_kill": done,
             "resume_seconds": rest["seconds"], "peak_rss_mb": max(first["peak_rss_mb"],
                                                                   rest["peak_rss_mb"]),
+            "peak_rss_mb_by_role": {k: max(first["peak_rss_mb_by_role"][k],
+                                           rest["peak_rss_mb_by_role"][k])
+                                    for k in first["peak_rss_mb_by_role"]},
             "total_seconds": round(first["seconds"] + time.perf_counter() - t, 1)}
         res["phase"] = {"seconds": round(first["seconds"] + rest["seconds"], 1),
                         "peak_rss_mb": max(first["peak_rss_mb"], rest["peak_rss_mb"])}
@@ -134,7 +155,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--kill-at", type=float, default=0.5)
     ap.add_argument("--subset-hours", type=float, default=1.0,
-                    help="also run a subset this long first (memory flat in corpus size?)")
+                    help="also run a subset this long first (every k-th item: memory flat in corpus size?)")
+    ap.add_argument("--only-subset", action="store_true", help="run the subset only")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     results = {}
@@ -143,6 +165,9 @@ def main() -> None:
         sub.mkdir(exist_ok=True)
         man, audio, n = build_manifest(sub, a.repeat, a.subset_hours)
         results["subset"] = one_run(sub, man, audio, a.workers, None, n)
+    if a.only_subset:
+        save_results(f"scale-subset-{a.subset_hours:g}h", results)
+        return
     full = a.out / "full"
     full.mkdir(exist_ok=True)
     man, audio, n = build_manifest(full, a.repeat, None)
