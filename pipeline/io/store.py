@@ -155,8 +155,9 @@ class Store:
     # ----------------------------------------------------------------- shards
 
     def shard_names(self) -> list[str]:
-        n = self.root.attrs.get("n_shards")
-        return [shard_name(i) for i in range(int(cast(int, n)) if n is not None else len(self.plan))]
+        n = self.root.attrs.get("n_shards")        # absent in stores of schema 1
+        count = int(cast(int, n)) if n is not None else len(self.plan)
+        return [shard_name(i) for i in range(count)]
 
     def shard_group(self, name: str) -> zarr.Group | None:
         try:

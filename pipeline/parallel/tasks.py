@@ -78,8 +78,8 @@ def tune_malloc() -> None:
 # oneDNN, which runs torch's CPU convolutions, keeps a compiled kernel (with its reordered
 # weights and scratch space) for every input shape it meets, up to 1024 of them. The inverter
 # meets a new shape in almost every length bucket, so a worker grew with the corpus: in one
-# process, phase over 185 shards (2.9 h) went from 358 to 736 MB; with 32 kept, 327 -> 391 MB
-# and the same speed (benchmarks/scale.py, BENCHMARKS.md). oneDNN reads the variable when it
+# process, phase over 185 shards (2.9 h) went from 358 to 736 MB; with 32 kept it stays at
+# 390-424 MB, same speed (benchmarks/scale.py, BENCHMARKS.md). oneDNN reads the variable when it
 # builds its first kernel, so it is set before any task runs; a value the user set is kept.
 ONEDNN_CACHE_CAPACITY = 32
 
