@@ -8,9 +8,11 @@ audio) -> score against the original audio.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from pipeline.config import load_config
+from pipeline.errors import PipelineError
 from pipeline.io.manifest import prepare_pocketsphinx
 from pipeline.io.store import Store
 from pipeline.stages.extract import extract
@@ -25,7 +27,9 @@ def run(out: Path, config: str = "mel80-16k", iters: int | None = None, workers:
     cfg = load_config(config)
     store = out / f"pocketsphinx-{config}.zarr"
     print(f"[1/3] extract {len(utts)} utterances ({sum(u.duration or 0.0 for u in utts):.1f} s) -> {store}")
-    r = extract(manifest, store, cfg, workers=workers, shard_seconds=15)
+    # the demo's own folder: each run starts from a fresh store and fresh wavs (a store left by
+    # an older run may hold magnitudes, which `phase` would then read instead of the mel)
+    r = extract(manifest, store, cfg, workers=workers, shard_seconds=15, overwrite=True)
     size = sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
     pcm = 2 * sum(e.n_samples for e in Store(store).all_entries())
     print(f"      store {size / 1e6:.2f} MB = {size / pcm:.2f}x the 16-bit PCM of its audio")
@@ -34,7 +38,8 @@ def run(out: Path, config: str = "mel80-16k", iters: int | None = None, workers:
     wavs = out / f"wav-{method}-joint{iters}"
     print(f"[2/3] phase: mel -> magnitude ({method}, in memory), joint mel inversion, "
           f"{iters} iterations -> {wavs}")
-    phase(store, wavs, "fgla", n_iter=iters, workers=workers, method=method)
+    phase(store, wavs, "fgla", n_iter=iters, workers=workers, source="mel", method=method,
+          overwrite=True)
     report = out / f"report-{method}-joint{iters}.csv"
     print(f"[3/3] score against the originals -> {report}")
     res = score(wavs, report, store, plot=True)
@@ -55,7 +60,11 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=None, help="default: the phase stage's (800)")
     ap.add_argument("--workers", type=int, default=1)
     a = ap.parse_args()
-    res = run(a.out, a.config, a.iters, a.workers)
+    try:
+        res = run(a.out, a.config, a.iters, a.workers)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     raise SystemExit(0 if res["ok"] else 1)
 
 
