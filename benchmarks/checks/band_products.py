@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from pipeline.algorithms.joint import MelTarget, mel_iterate, project_mel
+from pipeline.algorithms.joint import BandProducts, MelTarget, mel_iterate, project_mel
 from pipeline.config import load_config
 from pipeline.dsp.stft import FramePair
 
@@ -36,7 +36,7 @@ def main() -> None:
     mag = torch.rand(1, a.frames, cfg.n_freq, generator=gen)
     target = MelTarget.from_compressed(torch.zeros(1, a.frames, cfg.n_mels), cfg)
     banded = target.terms()
-    dense = type(banded)(banded.AT, banded.An)             # the same products, no blocks
+    dense = BandProducts(banded.AT, banded.An)              # the same products, no blocks
     R = torch.rand(1, a.frames, cfg.n_mels, generator=gen)
     target.mel = torch.matmul(mag, banded.AT).log_().clamp_min_(-11.5).exp_()
     pair = FramePair(cfg, a.frames, torch.tensor([a.frames * cfg.hop_length]), mag.device, mag.dtype)

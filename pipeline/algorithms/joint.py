@@ -96,6 +96,9 @@ class MelTarget:
         return torch.clamp(AP, min=self._low, max=self.mel)
 
 
+Block = tuple[int, int, int, int, "torch.Tensor | None"]   # in0, in1, out0, out1, W[in, out]
+
+
 @dataclass(frozen=True)
 class BandProducts:
     """``P A^T`` and ``R An`` (``A``, ``An``: ``[M, F]`` filterbanks with the same nonzeros)
@@ -111,8 +114,8 @@ class BandProducts:
     filterbanks that are not banded, the dense products run."""
     AT: torch.Tensor                                           # [F, M]
     An: torch.Tensor                                           # [M, F]
-    fwd: tuple[tuple[int, int, int, int, torch.Tensor], ...] = ()  # f0, f1, m0, m1, AT[f0:f1, m0:m1]
-    bwd: tuple[tuple[int, int, int, int, torch.Tensor | None], ...] = ()  # m0, m1, f0, f1, An block
+    fwd: tuple[Block, ...] = ()     # bins f0:f1 -> bands m0:m1, AT[f0:f1, m0:m1]
+    bwd: tuple[Block, ...] = ()     # bands m0:m1 -> bins f0:f1, An[m0:m1, f0:f1] (or None)
 
     @classmethod
     def build(cls, A: torch.Tensor, An: torch.Tensor, groups: int = 4) -> "BandProducts":
@@ -126,7 +129,7 @@ class BandProducts:
         width = np.cumsum(np.maximum(hi - lo, 0))
         cuts = sorted({0, M} | {int(np.searchsorted(width, width[-1] * i / groups))
                                 for i in range(1, groups)})
-        fwd: list[tuple[int, int, int, int, torch.Tensor]] = []
+        fwd: list[Block] = []
         for m0, m1 in zip(cuts[:-1], cuts[1:]):
             f0, f1 = int(lo[m0:m1].min()), int(hi[m0:m1].max())
             if f1 <= f0 or (fwd and f0 < fwd[-1][0]):
@@ -135,7 +138,7 @@ class BandProducts:
         if len(fwd) < 2:
             return cls(AT, An)
         starts = [0] + [blk[0] for blk in fwd[1:]] + [F]
-        bwd: list[tuple[int, int, int, int, torch.Tensor | None]] = []
+        bwd: list[Block] = []
         for f0, f1 in zip(starts[:-1], starts[1:]):
             bands = np.flatnonzero(seen[:, f0:f1].any(1))
             if bands.size == 0:
@@ -147,27 +150,27 @@ class BandProducts:
 
     def mel(self, P: torch.Tensor) -> torch.Tensor:
         """``P A^T``: ``[..., F]`` -> ``[..., M]``."""
-        if not self.fwd:
-            return torch.matmul(P, self.AT)
-        flat = P.reshape(-1, P.shape[-1])
-        out = flat.new_empty(len(flat), self.AT.shape[1])
-        for f0, f1, m0, m1, w in self.fwd:
-            torch.mm(flat[:, f0:f1], w, out=out[:, m0:m1])
-        return out.view(*P.shape[:-1], out.shape[-1])
+        return _blocked(P, self.AT, self.fwd)
 
     def spread(self, R: torch.Tensor) -> torch.Tensor:
         """``R An``: ``[..., M]`` -> ``[..., F]``."""
-        if not self.bwd:
-            return torch.matmul(R, self.An)
-        flat = R.reshape(-1, R.shape[-1])
-        out = flat.new_empty(len(flat), self.An.shape[1])
-        for m0, m1, f0, f1, w in self.bwd:
-            if w is None:
-                out[:, f0:f1].zero_()
-            else:
-                torch.mm(flat[:, m0:m1], w, out=out[:, f0:f1])
-        return out.view(*R.shape[:-1], out.shape[-1])
+        return _blocked(R, self.An, self.bwd)
 
+
+def _blocked(x: torch.Tensor, dense: torch.Tensor, blocks: tuple[Block, ...]) -> torch.Tensor:
+    """``x @ dense`` (``[..., I]`` -> ``[..., O]``) as the products of ``dense``'s nonzero
+    blocks, each writing its own columns of the output (a block without weights: zeros);
+    no blocks: the dense matmul."""
+    if not blocks:
+        return torch.matmul(x, dense)
+    flat = x.reshape(-1, x.shape[-1])
+    out = flat.new_empty(len(flat), dense.shape[1])
+    for i0, i1, o0, o1, w in blocks:
+        if w is None:
+            out[:, o0:o1].zero_()
+        else:
+            torch.mm(flat[:, i0:i1], w, out=out[:, o0:o1])
+    return out.view(*x.shape[:-1], out.shape[-1])
 
 def project_mel(mag: torch.Tensor, target: MelTarget, kind: str = "multiplicative",
                 pinv: torch.Tensor | None = None, steps: int = 3) -> torch.Tensor:

@@ -37,6 +37,7 @@ from pipeline.config import AudioConfig, ConfigError
 from pipeline.errors import PipelineError
 
 CHUNK_FRAMES = 4096
+STORE_ENTRIES = {"zarr.json", "plan", "shards"}   # all a store holds at its top level
 
 
 class StoreError(PipelineError, RuntimeError):
@@ -107,8 +108,8 @@ class Store:
                 ours = "schema_version" in zarr.open_group(str(path), mode="r", zarr_format=3).attrs
             except Exception:   # damaged or foreign metadata: not ours
                 ours = False
-        if not ours or not names <= {"zarr.json", "shards", "plan"}:
-            extra = sorted(names - {"zarr.json", "shards", "plan"})
+        if not ours or not names <= STORE_ENTRIES:
+            extra = sorted(names - STORE_ENTRIES)
             what = f"holds other files ({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''})" \
                 if ours else "is not a store made by `pipeline extract`"
             raise StoreError(f"--out {path} {what}: --overwrite only replaces a store this tool "
