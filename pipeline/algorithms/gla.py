@@ -46,17 +46,56 @@ def project(spec: torch.Tensor, mag: torch.Tensor) -> torch.Tensor:
     return spec * inv.mul_(mag)
 
 
+def _project_(spec: torch.Tensor, mag: torch.Tensor) -> torch.Tensor:
+    """:func:`project` in place on ``spec``, ``mag`` given as complex (``mag + 0j``).
+
+    ``spec * conj(spec)`` is ``|spec|^2 + 0j``: the rsqrt and the magnitude are applied to
+    both of its real components at once (contiguous, vectorised) and the result multiplies
+    ``spec`` complex by complex, no real-to-complex promotion (measured 244 vs 310 us per
+    projection of 220 frames, 2 threads). The imaginary part may round to -0.0 or a
+    denormal: the clamp keeps its rsqrt finite, and ``mag``'s zero imaginary part zeroes it."""
+    p = spec * spec.conj()
+    torch.view_as_real(p).clamp_min_(EPS * EPS).rsqrt_().mul_(torch.view_as_real(mag))
+    return spec.mul_(p)
+
+
 def iterate(spec: torch.Tensor, mag: torch.Tensor, pair: FramePair, n_iter: int,
             momentum: float = 0.99) -> torch.Tensor:
     """``n_iter`` (F)GLA iterations on the complex ``spec`` ``[B, T, F]``; returns the last
-    amplitude-projected estimate (magnitude ``mag``)."""
+    amplitude-projected estimate (magnitude ``mag``).
+
+    The STFT is linear, so FGLA's ``stft(x_t) - a stft(x_{t-1})`` is computed as
+    ``stft(x_t - a x_{t-1})`` on the signals, a quarter of the spectrogram's size. Without
+    autograd the loop reuses its buffers (frames, two signals) and projects in place
+    (:func:`_project_`): FGLA 100 on the test corpus's true magnitudes, 2 threads, medians of
+    7 alternated rounds, 1.045 -> 0.859 s and 1.215 -> 0.985 s (-18 %, -19 %) against
+    spectrogram momentum and an allocating projection. Same maths; the rounding differs
+    (outputs 41-48 dB apart after 100 iterations from an NNLS magnitude)."""
     alpha = momentum / (1.0 + momentum)
-    prev = None
+    prev: torch.Tensor | None = None     # x_{t-1}
+    if torch.is_grad_enabled() and (spec.requires_grad or mag.requires_grad):
+        for _ in range(n_iter):
+            x = pair.istft(spec)
+            y = x - alpha * prev if prev is not None and alpha else x
+            prev = x
+            spec = project(pair.stft(y), mag)
+        return spec
+    if n_iter <= 0:
+        return spec
+    frames = spec.new_empty(*spec.shape[:2], pair.n_fft, dtype=mag.dtype)
+    cmag = torch.complex(mag, torch.zeros_like(mag))
+    free: torch.Tensor | None = None     # a signal buffer the next ISTFT may overwrite
     for _ in range(n_iter):
-        rebuilt = pair.stft(pair.istft(spec))
-        ang = torch.sub(rebuilt, prev, alpha=alpha) if prev is not None and alpha else rebuilt
-        prev = rebuilt
-        spec = project(ang, mag)
+        x = pair.istft(spec, out=free)
+        if prev is not None and alpha:
+            y = torch.add(x, prev, alpha=-alpha, out=prev)   # x_t - a x_{t-1}, over x_{t-1}
+        else:
+            y = x
+        spec = _project_(pair.stft(y, frames=frames), cmag)
+        if alpha:   # x_t is the next step's previous; y's buffer takes the next x
+            free, prev = (y if y is not x else None), x
+        else:
+            free = x
     return spec
 
 

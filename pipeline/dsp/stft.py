@@ -44,31 +44,41 @@ class FramePair:
         inside = (pos[None, :] >= self.pad) & (pos[None, :] < self.pad + lengths[:, None])
         self.scale = inv * inside.to(dtype)                                    # [B, L]
 
-    def _overlap_add(self, frames: torch.Tensor) -> torch.Tensor:
-        """``[B, T, n_fft]`` -> ``[B, L]`` summing frames at hop spacing."""
+    def _overlap_add(self, frames: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, T, n_fft]`` -> ``[B, L]`` summing frames at hop spacing, into ``out`` if given."""
         B, T, N = frames.shape
         if self.ratio:
             r, hop = self.ratio, self.hop
             parts = frames.reshape(B, T, r, hop)
-            out = frames.new_zeros(B, T + r - 1, hop)
-            for k in range(r):  # r = n_fft/hop slice-adds over the whole batch (4 for 75% overlap)
-                out[:, k:k + T] += parts[:, :, k]
-            return out.reshape(B, -1)
-        return torch.nn.functional.fold(
+            ola = (frames.new_empty(B, T + r - 1, hop) if out is None
+                   else out.view(B, T + r - 1, hop))
+            # r = n_fft/hop slice-adds over the whole batch (4 for 75% overlap); the first
+            # one a copy (the sums, and so the results, are those of adding into zeros)
+            ola[:, :T].copy_(parts[:, :, 0])
+            ola[:, T:].zero_()
+            for k in range(1, r):
+                ola[:, k:k + T] += parts[:, :, k]
+            return ola.reshape(B, -1)
+        y = torch.nn.functional.fold(
             frames.transpose(1, 2), output_size=(1, self.length), kernel_size=(1, N),
             stride=(1, self.hop)).reshape(B, -1)
+        return y if out is None else out.copy_(y)
 
-    def stft(self, x: torch.Tensor) -> torch.Tensor:
-        """Padded signals ``[B, L]`` -> complex ``[B, T, F]``."""
-        return torch.fft.rfft(x.unfold(-1, self.n_fft, self.hop) * self.win, dim=-1)
+    def stft(self, x: torch.Tensor, *, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """Padded signals ``[B, L]`` -> complex ``[B, T, F]``; ``frames`` (real
+        ``[B, T, n_fft]``) is a work buffer for the windowed frames. (The FFTs' own ``out=``
+        is not used: torch computes into a temporary and copies, measured slower.)"""
+        frames = torch.mul(x.unfold(-1, self.n_fft, self.hop), self.win, out=frames)
+        return torch.fft.rfft(frames, dim=-1)
 
-    def istft(self, spec: torch.Tensor) -> torch.Tensor:
-        """Complex ``[B, T, F]`` -> padded signals ``[B, L]`` (least-squares ISTFT, masked).
+    def istft(self, spec: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Complex ``[B, T, F]`` -> padded signals ``[B, L]`` (least-squares ISTFT, masked),
+        written into ``out`` when given.
 
         Frames past an item's own are not masked here (GLA's amplitude projection zeroes them
         already); an unprojected spectrogram goes through :meth:`own_frames` first."""
-        frames = torch.fft.irfft(spec, n=self.n_fft, dim=-1) * self.win
-        return self._overlap_add(frames) * self.scale
+        frames = torch.fft.irfft(spec, n=self.n_fft, dim=-1)
+        return self._overlap_add(frames.mul_(self.win), out).mul_(self.scale)
 
     def own_frames(self, spec: torch.Tensor) -> torch.Tensor:
         """Zero each item's frames past its own end (the batch padding)."""
