@@ -48,6 +48,34 @@ def test_fgla_beats_gla_and_batches_like_single(speech):
     np.testing.assert_allclose(alone, f[0], atol=2e-4)   # padding in a batch changes nothing
 
 
+def test_batches_on_threads_give_what_one_thread_gives(speech):
+    """Two torch threads: the buckets run on two Python threads (torch single-threaded in
+    each); the waveforms are those of one thread, bit for bit, and the thread count is
+    restored, also when a batch fails."""
+    from pipeline.parallel.batching import for_each_batch
+
+    ys, mags, cfg = speech
+    lengths = [len(y) for y in ys]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = reconstruct(mags, lengths, cfg, "fgla", n_iter=20, batch_frames=256)
+        torch.set_num_threads(2)
+        two = reconstruct(mags, lengths, cfg, "fgla", n_iter=20, batch_frames=256)
+        assert torch.get_num_threads() == 2
+        for a, b in zip(one, two):
+            np.testing.assert_array_equal(a, b)
+
+        def boom(k: int) -> None:
+            if k == 3:
+                raise ValueError("batch 3 is bad")
+        with pytest.raises(ValueError, match="batch 3"):
+            for_each_batch(boom, list(range(6)), torch.device("cpu"))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.slow
 def test_phase_stage_true_magnitudes_and_resume(tmp_path, store80, corpus):
     out = tmp_path / "wavs"

@@ -23,7 +23,14 @@ from pipeline.io.audio import write_wav
 from pipeline.io.results import Failure, StageResult, check_writable, claim_output
 from pipeline.io.store import Store, store_items
 from pipeline.models.degli import degli
-from pipeline.parallel.batching import buckets, phase_batch_frames, resolve_device, stack_frames, workers_for
+from pipeline.parallel.batching import (
+    buckets,
+    for_each_batch,
+    phase_batch_frames,
+    resolve_device,
+    stack_frames,
+    workers_for,
+)
 from pipeline.parallel.tasks import threads_per_worker
 from pipeline.stages._runner import run_stage
 from pipeline.stages.invert import METHODS, invert_frames, mel_floor
@@ -214,13 +221,14 @@ def reconstruct(mags: list[np.ndarray], n_samples: list[int], cfg: AudioConfig, 
         return fn(mag, lengths, cfg, n_iter=n_iter, init=start, generator=gen, **kw)
 
     out: list[np.ndarray | None] = [None] * len(mags)
-    for group in buckets([m.shape[0] for m in mags], batch_frames):
+
+    def one(group: list[int]) -> None:
         gen = torch.Generator().manual_seed(seed + zlib.crc32(str(sorted(group)).encode()))
         if len(group) == 1 and mags[group[0]].shape[0] > long_frames:
             i = group[0]
             out[i] = _reconstruct_long(mags[i], None if mels is None else mels[i], n_samples[i],
                                        cfg, run, init, gen, torch.device(device), chunk_frames)
-            continue
+            return
         batch = stack_frames([mags[i] for i in group]).to(device)
         lengths = torch.tensor([n_samples[i] for i in group])
         mel = (stack_frames([mels[i] for i in group], fill).to(device)  # type: ignore[index]
@@ -228,6 +236,8 @@ def reconstruct(mags: list[np.ndarray], n_samples: list[int], cfg: AudioConfig, 
         x, pair = run(batch, mel, lengths, gen, init)
         for i, y in zip(group, pair.crop(x, lengths.tolist())):
             out[i] = y.float().cpu().numpy()
+
+    for_each_batch(one, buckets([m.shape[0] for m in mags], batch_frames), torch.device(device))
     return out  # type: ignore[return-value]
 
 
