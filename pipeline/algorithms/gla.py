@@ -51,10 +51,10 @@ def _project_(spec: torch.Tensor, mag: torch.Tensor) -> torch.Tensor:
 
     ``|spec|^2`` from the squared real view (contiguous, vectorised) and one add of its two
     slots, then ``spec`` times the real ``mag / |spec|``. Squares, sums and products by a real
-    round the same whatever the thread count. ``spec * conj(spec)`` was faster alone (~15 % of
-    the projection; the same over whole FGLA runs) but torch's vectorised complex product
-    rounds otherwise than its scalar tail, at the threads' chunk borders: a SLURM run (1 thread per worker) stopped matching
-    the local one (7 int16 steps after 30 iterations)."""
+    round the same whatever the thread count. ``spec * conj(spec)`` was faster alone (~15 %
+    of the projection; the same over whole FGLA runs), but torch's vectorised complex product
+    rounds otherwise than its scalar tail, at the threads' chunk borders: a SLURM run (one
+    thread per worker) stopped matching the local one (7 int16 steps after 30 iterations)."""
     sq = torch.view_as_real(spec).square()
     inv = torch.add(sq[..., 0], sq[..., 1]).clamp_min_(EPS * EPS).rsqrt_().mul_(mag)
     return spec.mul_(inv)
