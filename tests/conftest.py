@@ -60,3 +60,14 @@ def assert_same_store(a: Path, b: Path) -> None:
         for k in sa[n][0]:
             np.testing.assert_array_equal(sa[n][0][k], sb[n][0][k], err_msg=f"{n}/{k}")
         assert sa[n][1] == sb[n][1]
+
+
+
+@pytest.fixture(autouse=True)
+def _sigint_kept():
+    """No test may leave this process's Ctrl-C handler changed: dask-jobqueue's import set it
+    to sys.exit(), and a later in-process run would exit 0 on Ctrl-C."""
+    import signal
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    assert signal.getsignal(signal.SIGINT) is before, "the test changed the SIGINT handler"

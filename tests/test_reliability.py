@@ -380,3 +380,14 @@ def test_tasks_bound_onednn_kernel_cache(monkeypatch):
     monkeypatch.setenv(var, "7")
     [res] = run_tasks(_env, [(0, (var,))], progress=False)
     assert res.value == "7"
+
+
+def test_slurm_support_keeps_the_ctrl_c_handler():
+    """dask-jobqueue sets SIGINT to sys.exit() when imported: Ctrl-C during a SLURM run then
+    ended `pipeline` with exit status 0 and no message, as if the run had succeeded."""
+    code = ("import signal; from pipeline.parallel.cluster import _slurm_cluster_class; "
+            "_slurm_cluster_class(); import dask_jobqueue; "
+            "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "True"

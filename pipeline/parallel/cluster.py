@@ -59,9 +59,25 @@ def worker_threads(profile: dict[str, Any]) -> int:
 
 
 def make_slurm(profile: dict[str, Any]):
-    from dask_jobqueue import SLURMCluster
+    return _slurm_cluster_class()(**cluster_kwargs(profile))
 
-    return SLURMCluster(**cluster_kwargs(profile))
+
+def _slurm_cluster_class() -> Any:
+    """dask-jobqueue's SLURMCluster, imported without its side effect: its ``runner`` module
+    sets SIGINT to ``sys.exit()`` when imported, so a Ctrl-C during a SLURM run ended this
+    process with exit status 0 and no message, as if it had succeeded. The handler this
+    process had is put back (main thread only: elsewhere signals cannot be set, nor were)."""
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        from dask_jobqueue import SLURMCluster
+    finally:
+        if main and before is not None:
+            signal.signal(signal.SIGINT, before)
+    return SLURMCluster
 
 
 class ClusterError(ConfigError):
