@@ -52,9 +52,8 @@ def test_slurm_run_equals_local_run(tmp_path, slurm, corpus_manifest, corpus):
     assert invert(local, "nnls", progress=False).ok
     for n in a.shard_names():
         # float32 FISTA, 1 thread on SLURM vs 2 here: the matmuls' sums split differently
-        # (up to 2e-5 on magnitudes of 2-7 on an AMD EPYC)
-        np.testing.assert_allclose(a.read_array(n, "mag"), b.read_array(n, "mag"), rtol=1e-5,
-                                   atol=1e-5)
+        # (up to 2.2e-5 on magnitudes of 1-7 on an AMD EPYC; 1e-4 is 80 dB below 1)
+        np.testing.assert_allclose(a.read_array(n, "mag"), b.read_array(n, "mag"), atol=1e-4)
     wl, ws = tmp_path / "wl", tmp_path / "ws"
     assert phase(local, wl, "fgla", n_iter=30, source="true", progress=False).ok
     assert phase(remote, ws, "fgla", n_iter=30, source="true", workers=2, cluster="slurm",
