@@ -101,9 +101,9 @@ def test_joint_follows_every_convention(preset, speech16):
     start is nearly the true magnitude and the gain is small. Measured on these two
     utterances, fixed -> joint: espnet-22k 3.50 -> 3.61, hifigan-22k 3.59 -> 3.87,
     librosa-22k 2.59-2.77 -> 3.36, mel250-16k 4.02-4.09 -> 4.13, mel80-16k 2.93-2.94 -> 3.60
-    (the fixed route's PESQ moves with the CPU's float rounding: the ranges are an Intel and
-    an AMD EPYC machine); torchaudio-16k (50 % overlap) 2.55 -> 2.44, so ``auto`` keeps the
-    magnitude fixed there."""
+    (the fixed route's PESQ moves with the CPU's float rounding: the ranges are the VM of
+    earlier sessions and an AMD EPYC one); torchaudio-16k (50 % overlap) 2.55 -> 2.44, so
+    ``auto`` keeps the magnitude fixed there."""
     from pipeline.stages.phase import resolve_project
 
     cfg = load_config(preset)
