@@ -108,3 +108,27 @@ def test_weights_bad_checksum_and_pickle(tmp_path):
     with pytest.raises(W.WeightsError, match="n_mels: 80 != 250"):
         load_invert_model(W.save(m.state_dict(), m.card(), tmp_path / "ok.pt"),
                             load_config("mel250-16k"))
+
+
+def test_shared_model_is_loaded_once_and_again_when_replaced(tmp_path):
+    """Shard tasks reuse the inverter a process loaded (each loaded it again: 67 ms a shard);
+    weights re-exported to the same path are loaded anew, a missing file still says so."""
+    import os
+
+    from pipeline.config import AudioConfig
+    from pipeline.models.inverter import PInvConvSkip, shared_invert_model
+    cfg = AudioConfig()
+    m = PInvConvSkip(cfg)
+    path = W.save(m.state_dict(), m.card(), tmp_path / "w.pt")
+    first = shared_invert_model(path, cfg)
+    assert shared_invert_model(str(path), cfg) is first and not first.training
+    with torch.no_grad():
+        m.out.bias.fill_(0.5)
+    W.save(m.state_dict(), m.card(), path)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))   # a coarse clock
+    again = shared_invert_model(path, cfg)
+    assert again is not first and float(again.out.bias[0]) == 0.5
+    path.unlink()
+    with pytest.raises(W.WeightsError, match="missing"):
+        shared_invert_model(path, cfg)

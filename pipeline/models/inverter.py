@@ -12,6 +12,7 @@ Shapes: mel ``[B, T, M]`` -> log-magnitude ``[B, T, F]``.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from pipeline.algorithms.invert import log_pinv
 from pipeline.config import AudioConfig
 from pipeline.dsp.mel import log_magnitude_bound
 from pipeline.errors import UsageError
-from pipeline.io.weights import WeightsError, load_state, pick_for
+from pipeline.io.weights import WeightsError, load_state, pick_for, resolve
 
 LOG_FLOOR = 1e-5
 SCALE = 5.0     # log-magnitudes span about [-11.5, 4]: divided by SCALE for the network
@@ -161,3 +162,22 @@ def load_invert_model(name_or_path: str | Path | None, config: AudioConfig,
     model = PInvConvSkip(audio, ModelConfig(**hp))
     model.load_state_dict(state)
     return model.to(device).eval()
+
+
+def shared_invert_model(name_or_path: str | Path | None, config: AudioConfig,
+                        device: torch.device | str = "cpu"):
+    """:func:`load_invert_model`, loaded once per process for inference: shard tasks run one
+    after another in a process (a dask worker, or this one), and each loaded the model again
+    (67 ms: the weights' checksum, the file, and the random initialisation the weights then
+    replace). Keyed by the file's path, size and modification time, the config and the
+    device. The model is shared: callers must not train, move or modify it."""
+    path = resolve(name_or_path or pick_for(config, "PInvConvSkip"))
+    if not path.is_file():
+        return load_invert_model(path, config, device)   # which says what is missing
+    st = path.stat()
+    return _loaded(str(path), st.st_size, st.st_mtime_ns, config, str(device))
+
+
+@functools.lru_cache(maxsize=4)
+def _loaded(path: str, size: int, mtime_ns: int, config: AudioConfig, device: str):
+    return load_invert_model(path, config, device)

@@ -54,8 +54,8 @@ def invert_shard(store_path: str, name: str, method: str, weights: str | None, d
     dev = resolve_device(device)
     model = None
     if method == "model":
-        from pipeline.models.inverter import load_invert_model
-        model = load_invert_model(weights, cfg, dev)
+        from pipeline.models.inverter import shared_invert_model
+        model = shared_invert_model(weights, cfg, dev)
     entries = store.entries(name)
     mel = store.read_array(name, "mel")
     group = store.shard_group(name)

@@ -309,8 +309,8 @@ def phase_shard(job: PhaseJob, name: str, part: Part = None) -> dict:
     if source == "mel":   # invert in memory (no magnitude is written), the task's items at once:
         model = None      # the conv net runs 2-3x faster on large batches than on FGLA's
         if job.method == "model":
-            from pipeline.models.inverter import load_invert_model
-            model = load_invert_model(job.invert_weights, cfg, dev)
+            from pipeline.models.inverter import shared_invert_model
+            model = shared_invert_model(job.invert_weights, cfg, dev)
         todo = [e for g in groups if not all(wav_path(out, entries[i].id).exists() for i in g)
                 for e in (entries[i] for i in g) if e.id not in bad]
         got = invert_frames([data[e.offset - lo:e.offset - lo + e.n_frames] for e in todo], cfg,

@@ -212,8 +212,8 @@ def vocode_files(items: list[tuple[str, str]], out_dir: str, cfg_dict: dict, met
     dev = resolve_device(device)
     model = None
     if method == "model":
-        from pipeline.models.inverter import load_invert_model
-        model = load_invert_model(weights, cfg, dev)
+        from pipeline.models.inverter import shared_invert_model
+        model = shared_invert_model(weights, cfg, dev)
     rows: list[dict] = []
     failures, mels, ids, raw = [], [], [], []
     for uid, path in items:
