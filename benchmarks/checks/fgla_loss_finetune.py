@@ -28,7 +28,14 @@ from pipeline.algorithms.gla import iterate
 from pipeline.dsp.stft import FramePair
 from pipeline.io.store import Store
 from pipeline.models.inverter import load_invert_model
-from pipeline.train.invert import TrainConfig, evaluate, load_frames, loss_fn, stack_utterances
+from pipeline.train.invert import (
+    CropSampler,
+    TrainConfig,
+    evaluate,
+    load_frames,
+    loss_fn,
+    stack_utterances,
+)
 from pipeline.train.trainer import LoopConfig, Trainer
 
 EDGE = 3   # frames at each end of a crop left out of the FGLA loss (cut signal edges)
@@ -103,16 +110,11 @@ def main() -> None:
                       schedule="cosine", ema=a.ema, patience=a.epochs, seed=0, threads=a.threads)
     trainer = Trainer(model, a.out, loop, {"experiment": "fgla-loss", "args": vars(a)},
                       label="fgla-loss fine-tune")
-    lengths = torch.tensor([n for _, n in spans], dtype=torch.float64)
-    starts = torch.tensor([s for s, _ in spans])
+    crops = CropSampler(mel, mag, spans, a.crop)
     crop_frames = torch.full((a.batch_size,), a.crop)
 
     def step(gen: torch.Generator) -> torch.Tensor:
-        pick = torch.multinomial(lengths, a.batch_size, replacement=True, generator=gen)
-        room = lengths[pick] - a.crop + 1
-        off = (torch.rand(len(pick), generator=gen, dtype=torch.float64) * room).long()
-        idx = ((starts[pick] + off)[:, None] + torch.arange(a.crop)[None, :]).numpy()
-        m, g = torch.from_numpy(mel[idx]), torch.from_numpy(mag[idx])
+        m, g = crops(gen, a.batch_size)
         logp = model(m)
         return loss_fn(logp, g, fl) + a.weight * fgla_loss(logp, g, crop_frames, cfg, a.iters,
                                                             fl, a.unrolled)

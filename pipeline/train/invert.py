@@ -72,6 +72,24 @@ def level_augment(mel: torch.Tensor, mag: torch.Tensor, cfg: AudioConfig, gain_d
     return compress(decompress(mel, cfg) * a ** cfg.power, cfg), mag * a
 
 
+class CropSampler:
+    """Random crops of ``crop`` frames from frames loaded by :func:`load_frames`: utterances
+    drawn in proportion to their length (with replacement), a uniform offset in each."""
+
+    def __init__(self, mel: np.ndarray, mag: np.ndarray, spans, crop: int):
+        self.mel, self.mag, self.crop = mel, mag, crop
+        self.lengths = torch.tensor([n for _, n in spans], dtype=torch.float64)
+        self.starts = torch.tensor([s for s, _ in spans])
+
+    def __call__(self, gen: torch.Generator, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mel ``[B, crop, M]``, true magnitude ``[B, crop, F]``)."""
+        pick = torch.multinomial(self.lengths, batch_size, replacement=True, generator=gen)
+        room = self.lengths[pick] - self.crop + 1
+        off = (torch.rand(len(pick), generator=gen, dtype=torch.float64) * room).long()
+        idx = ((self.starts[pick] + off)[:, None] + torch.arange(self.crop)[None, :]).numpy()
+        return torch.from_numpy(self.mel[idx]), torch.from_numpy(self.mag[idx])
+
+
 def _batches(spans, n_items: int, batch_size: int):
     for i in range(0, n_items, batch_size):
         yield spans[i:i + batch_size]
@@ -148,16 +166,11 @@ def train_invert(train_store: str | Path, val_store: str | Path, out: str | Path
     fl = tc.loss_floor
     baselines = {"pinv": evaluate(pinv, cfg, vmel, vmag, vspans, floor=fl),
                  "nnls": evaluate(nnls, cfg, vmel, vmag, vspans, floor=fl)}
-    lengths = torch.tensor([n for _, n in spans], dtype=torch.float64)
-    starts = torch.tensor([s for s, _ in spans])
+    crops = CropSampler(mel, mag, spans, tc.crop)
 
     def step(gen: torch.Generator) -> torch.Tensor:
         """A batch of random crops (utterances drawn by length), the loss of the model on it."""
-        pick = torch.multinomial(lengths, tc.batch_size, replacement=True, generator=gen)
-        room = lengths[pick] - tc.crop + 1
-        off = (torch.rand(len(pick), generator=gen, dtype=torch.float64) * room).long()
-        idx = ((starts[pick] + off)[:, None] + torch.arange(tc.crop)[None, :]).numpy()
-        m, g = torch.from_numpy(mel[idx]), torch.from_numpy(mag[idx])
+        m, g = crops(gen, tc.batch_size)
         if tc.gain_db:
             m, g = level_augment(m, g, cfg, tc.gain_db, gen)
         return loss_fn(model(m), g, fl)
