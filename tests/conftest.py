@@ -62,7 +62,6 @@ def assert_same_store(a: Path, b: Path) -> None:
         assert sa[n][1] == sb[n][1]
 
 
-
 @pytest.fixture(autouse=True)
 def _sigint_kept():
     """No test may leave this process's Ctrl-C handler changed: dask-jobqueue's import set it
