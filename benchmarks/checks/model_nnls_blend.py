@@ -1,0 +1,64 @@
+"""Issue 18, a direction tried: blend the learned inverter's log-magnitude with the NNLS one
+(a weighted geometric mean, ``exp(a log model + (1 - a) log nnls)``) before a fixed-magnitude
+FGLA 100, zero phase. The model has the better spectral convergence (it gets the loud bins
+right), NNLS the better log-spectral distance (the quiet ones): does a blend keep both?
+PESQ-WB on the test corpus beside the plain model and NNLS.
+
+    PYTHONPATH=benchmarks .venv/bin/python benchmarks/checks/model_nnls_blend.py
+        [--config mel80-16k] [--alphas 0.25 0.5 0.75 0.9]
+
+Measured (BENCHMARKS.md, learned inverter; AMD EPYC VM): model 3.344, NNLS 3.069; model
+weight 0.25 / 0.5 / 0.75 / 0.9: 3.147 / 3.237 / 3.290 / 3.265. Every blend is worse than the
+model alone. Not adopted.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from pesq import pesq
+
+from pipeline.config import load_config
+from pipeline.io.audio import load
+from pipeline.io.manifest import prepare_pocketsphinx
+from pipeline.io.store import Store
+from pipeline.models.inverter import load_invert_model
+from pipeline.stages.extract import extract
+from pipeline.stages.invert import invert_frames
+from pipeline.stages.phase import reconstruct
+
+FLOOR = 1e-5   # of the magnitudes before the logs (the inverter's own floor)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", default="mel80-16k")
+    ap.add_argument("--alphas", type=float, nargs="+", default=[0.25, 0.5, 0.75, 0.9])
+    a = ap.parse_args()
+    cfg = load_config(a.config)
+    with tempfile.TemporaryDirectory() as tmp:
+        man = Path(tmp) / "m.jsonl"
+        prepare_pocketsphinx(man)
+        extract(man, Path(tmp) / "s.zarr", cfg, progress=False)
+        ents, mels = zip(*Store(Path(tmp) / "s.zarr").iter_utterances("mel"))
+    refs = [load(e.source, cfg.sample_rate) for e in ents]
+    lengths = [e.n_samples for e in ents]
+
+    def quality(mags: list[np.ndarray]) -> float:
+        waves = reconstruct(mags, lengths, cfg, "fgla", n_iter=100)
+        return round(float(np.mean([pesq(16000, y, w, "wb") for y, w in zip(refs, waves)])), 3)
+
+    model = invert_frames(list(mels), cfg, "model", model=load_invert_model(None, cfg))
+    nnls = invert_frames(list(mels), cfg, "nnls")
+    print("model", quality(model), "| nnls", quality(nnls), flush=True)
+    for alpha in a.alphas:
+        blend = [np.exp(alpha * np.log(m + FLOOR) + (1 - alpha) * np.log(n + FLOOR)) - FLOOR
+                 for m, n in zip(model, nnls)]
+        print(f"blend, model weight {alpha}", quality([np.maximum(b, 0).astype(np.float32)
+                                                       for b in blend]), flush=True)
+
+
+if __name__ == "__main__":
+    main()
