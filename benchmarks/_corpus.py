@@ -20,6 +20,39 @@ def true_magnitudes(cfg: AudioConfig):
     return ys, mags, [len(y) for y in ys], sum(len(y) for y in ys) / cfg.sample_rate
 
 
+class StoredTestCorpus:
+    """The test corpus through ``extract`` (a temporary store): its mels (and, ``with_mag``,
+    true magnitudes) per utterance, references and lengths, and :meth:`fgla_pesq`, the mean
+    PESQ-WB of FGLA (zero phase, magnitude fixed) on magnitudes for it."""
+
+    def __init__(self, cfg: AudioConfig, with_mag: bool = False):
+        import tempfile
+
+        from pipeline.io.store import Store
+        from pipeline.stages.extract import extract
+        self.cfg = cfg
+        with tempfile.TemporaryDirectory() as tmp:
+            man = Path(tmp) / "m.jsonl"
+            prepare_pocketsphinx(man)
+            extract(man, Path(tmp) / "s.zarr", cfg, with_mag=with_mag, progress=False)
+            store = Store(Path(tmp) / "s.zarr")
+            ents, mels = zip(*store.iter_utterances("mel"))
+            self.trues = ([m for _, m in store.iter_utterances("mag_true")] if with_mag else [])
+        self.mels = list(mels)
+        self.refs = [load(e.source, cfg.sample_rate) for e in ents]
+        self.lengths = [e.n_samples for e in ents]
+
+    def fgla_pesq(self, mags: list[np.ndarray], n_iter: int = 100) -> float:
+        from pesq import pesq
+
+        from pipeline.stages.phase import reconstruct
+        if self.cfg.sample_rate != 16000:
+            raise ValueError("fgla_pesq scores 16 kHz configs only (wideband PESQ)")
+        waves = reconstruct(mags, self.lengths, self.cfg, "fgla", n_iter=n_iter)
+        scores = [pesq(16000, y, w, "wb") for y, w in zip(self.refs, waves)]
+        return round(float(np.mean(scores)), 3)
+
+
 def repeated(times: int) -> list[Utterance]:
     """The test corpus ``times`` over, as distinct ids (r0/..., r1/...)."""
     return [Utterance(f"r{k}/{u.id}", u.path, u.sample_rate, u.channels, u.num_samples, u.duration)

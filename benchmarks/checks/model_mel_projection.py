@@ -13,22 +13,14 @@ truth. Not adopted.
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
 
-import numpy as np
 import torch
-from pesq import pesq
+from _corpus import StoredTestCorpus
 
 from pipeline.algorithms.joint import MelTarget, project_mel
 from pipeline.config import load_config
-from pipeline.io.audio import load
-from pipeline.io.manifest import prepare_pocketsphinx
-from pipeline.io.store import Store
 from pipeline.models.inverter import load_invert_model
-from pipeline.stages.extract import extract
 from pipeline.stages.invert import invert_frames
-from pipeline.stages.phase import reconstruct
 
 
 def main() -> None:
@@ -37,29 +29,18 @@ def main() -> None:
     ap.add_argument("--steps", type=int, nargs="+", default=[1, 3, 10])
     a = ap.parse_args()
     cfg = load_config(a.config)
-    with tempfile.TemporaryDirectory() as tmp:
-        man = Path(tmp) / "m.jsonl"
-        prepare_pocketsphinx(man)
-        extract(man, Path(tmp) / "s.zarr", cfg, with_mag=True, progress=False)
-        store = Store(Path(tmp) / "s.zarr")
-        ents, mels = zip(*store.iter_utterances("mel"))
-        trues = [m for _, m in store.iter_utterances("mag_true")]
-    refs = [load(e.source, cfg.sample_rate) for e in ents]
-    lengths = [e.n_samples for e in ents]
-
-    def quality(mags: list[np.ndarray]) -> float:
-        waves = reconstruct(mags, lengths, cfg, "fgla", n_iter=100)
-        return round(float(np.mean([pesq(16000, y, w, "wb") for y, w in zip(refs, waves)])), 3)
-
-    mags = invert_frames(list(mels), cfg, "model", model=load_invert_model(None, cfg))
-    print("model", quality(mags), "| true magnitude", quality(trues), flush=True)
+    corpus = StoredTestCorpus(cfg, with_mag=True)
+    mels = corpus.mels
+    mags = invert_frames(mels, cfg, "model", model=load_invert_model(None, cfg))
+    print("model", corpus.fgla_pesq(mags), "| true magnitude", corpus.fgla_pesq(corpus.trues),
+          flush=True)
     for steps in a.steps:
         moved = []
         for m, mel in zip(mags, mels):
             target = MelTarget.from_compressed(torch.from_numpy(mel)[None], cfg)
             target.start = torch.from_numpy(m)[None]
             moved.append(project_mel(target.start, target, "multiplicative", steps=steps)[0].numpy())
-        print(f"model + mel projection, {steps} step(s)", quality(moved), flush=True)
+        print(f"model + mel projection, {steps} step(s)", corpus.fgla_pesq(moved), flush=True)
 
 
 if __name__ == "__main__":

@@ -14,20 +14,13 @@ model alone. Not adopted.
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
 
 import numpy as np
-from pesq import pesq
+from _corpus import StoredTestCorpus
 
 from pipeline.config import load_config
-from pipeline.io.audio import load
-from pipeline.io.manifest import prepare_pocketsphinx
-from pipeline.io.store import Store
 from pipeline.models.inverter import load_invert_model
-from pipeline.stages.extract import extract
 from pipeline.stages.invert import invert_frames
-from pipeline.stages.phase import reconstruct
 
 FLOOR = 1e-5   # of the magnitudes before the logs (the inverter's own floor)
 
@@ -38,26 +31,15 @@ def main() -> None:
     ap.add_argument("--alphas", type=float, nargs="+", default=[0.25, 0.5, 0.75, 0.9])
     a = ap.parse_args()
     cfg = load_config(a.config)
-    with tempfile.TemporaryDirectory() as tmp:
-        man = Path(tmp) / "m.jsonl"
-        prepare_pocketsphinx(man)
-        extract(man, Path(tmp) / "s.zarr", cfg, progress=False)
-        ents, mels = zip(*Store(Path(tmp) / "s.zarr").iter_utterances("mel"))
-    refs = [load(e.source, cfg.sample_rate) for e in ents]
-    lengths = [e.n_samples for e in ents]
-
-    def quality(mags: list[np.ndarray]) -> float:
-        waves = reconstruct(mags, lengths, cfg, "fgla", n_iter=100)
-        return round(float(np.mean([pesq(16000, y, w, "wb") for y, w in zip(refs, waves)])), 3)
-
-    model = invert_frames(list(mels), cfg, "model", model=load_invert_model(None, cfg))
-    nnls = invert_frames(list(mels), cfg, "nnls")
-    print("model", quality(model), "| nnls", quality(nnls), flush=True)
+    corpus = StoredTestCorpus(cfg)
+    model = invert_frames(corpus.mels, cfg, "model", model=load_invert_model(None, cfg))
+    nnls = invert_frames(corpus.mels, cfg, "nnls")
+    print("model", corpus.fgla_pesq(model), "| nnls", corpus.fgla_pesq(nnls), flush=True)
     for alpha in a.alphas:
         blend = [np.exp(alpha * np.log(m + FLOOR) + (1 - alpha) * np.log(n + FLOOR)) - FLOOR
                  for m, n in zip(model, nnls)]
-        print(f"blend, model weight {alpha}", quality([np.maximum(b, 0).astype(np.float32)
-                                                       for b in blend]), flush=True)
+        blend = [np.maximum(b, 0).astype(np.float32) for b in blend]
+        print(f"blend, model weight {alpha}", corpus.fgla_pesq(blend), flush=True)
 
 
 if __name__ == "__main__":

@@ -19,23 +19,16 @@ corpus PESQ-WB after FGLA 100 3.344 -> 3.271. Not adopted.
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
 
-import numpy as np
 import torch
-from pesq import pesq
+from _corpus import StoredTestCorpus
 from torch import nn
 
 from pipeline.config import AudioConfig
 from pipeline.dsp.mel import log_magnitude_bound
-from pipeline.io.audio import load
-from pipeline.io.manifest import prepare_pocketsphinx
 from pipeline.io.store import Store
 from pipeline.models.inverter import PInvConvSkip, load_invert_model
-from pipeline.stages.extract import extract
 from pipeline.stages.invert import invert_frames
-from pipeline.stages.phase import reconstruct
 from pipeline.train.invert import CropSampler, evaluate, load_frames, loss_fn
 from pipeline.train.trainer import LoopConfig, Trainer
 
@@ -68,19 +61,12 @@ class PostNet2D(nn.Module):
 
 def test_corpus_quality(cfg: AudioConfig, nets: dict[str, nn.Module]) -> dict[str, float]:
     """PESQ-WB of FGLA 100 (zero phase) on each net's magnitudes, the test corpus."""
-    with tempfile.TemporaryDirectory() as tmp:
-        man = Path(tmp) / "m.jsonl"
-        prepare_pocketsphinx(man)
-        extract(man, Path(tmp) / "s.zarr", cfg, progress=False)
-        ents, mels = zip(*Store(Path(tmp) / "s.zarr").iter_utterances("mel"))
-    refs = [load(e.source, cfg.sample_rate) for e in ents]
-    lengths = [e.n_samples for e in ents]
+    corpus = StoredTestCorpus(cfg)
     out = {}
     for name, net in nets.items():
         with torch.inference_mode():
-            mags = invert_frames(list(mels), cfg, "model", model=net.eval())
-        waves = reconstruct(mags, lengths, cfg, "fgla", n_iter=100)
-        out[name] = round(float(np.mean([pesq(16000, y, w, "wb") for y, w in zip(refs, waves)])), 3)
+            mags = invert_frames(corpus.mels, cfg, "model", model=net.eval())
+        out[name] = corpus.fgla_pesq(mags)
         print(name, out[name], flush=True)
     return out
 
