@@ -3,11 +3,12 @@
 The inverter is trained to match the true magnitude frame by frame (L1 of floored logs +
 spectral convergence), but users hear the magnitude after FGLA has found it a phase: errors
 FGLA cannot reconcile (an inconsistent spectrogram) cost more than the loss says. Here each
-step also runs K FGLA iterations (no gradient) on the predicted magnitude of each crop, then
-rebuilds the signal from the predicted magnitude with that phase and scores the STFT
-magnitude of that signal against the true one (same L1 + SC); the gradient reaches the
-magnitude through the ISTFT and STFT, the phase is held. Checkpointed and resumable (the
-project's Trainer); validation is the same two losses on the validation store.
+step also runs K FGLA iterations on the predicted magnitude of each crop, then rebuilds the
+signal from the predicted magnitude with that phase and scores the STFT magnitude of that
+signal against the true one (same L1 + SC). The gradient reaches the magnitude through the
+ISTFT and STFT with the phase held, or (``--unrolled``) through all K iterations too.
+Checkpointed and resumable (the project's Trainer); validation is the same two losses on the
+validation store.
 
     PYTHONPATH=benchmarks .venv/bin/python benchmarks/checks/fgla_loss_finetune.py \
         --train data/train-mel80-16k.zarr --val data/val-mel80-16k.zarr \
@@ -18,7 +19,6 @@ then `benchmarks/invert.py --methods model --no-librosa --weights runs/.../NAME.
 from __future__ import annotations
 
 import argparse
-import math
 from dataclasses import asdict
 
 import numpy as np
@@ -28,6 +28,7 @@ from pipeline.algorithms.gla import iterate
 from pipeline.dsp.stft import FramePair
 from pipeline.io.store import Store
 from pipeline.models.inverter import load_invert_model
+from pipeline.stages.invert import mel_floor
 from pipeline.train.invert import (
     CropSampler,
     TrainConfig,
@@ -119,8 +120,6 @@ def main() -> None:
         return loss_fn(logp, g, fl) + a.weight * fgla_loss(logp, g, crop_frames, cfg, a.iters,
                                                             fl, a.unrolled)
 
-    mel_floor = math.log(cfg.clamp) if cfg.log == "ln" else float(vmel.min())
-
     @torch.no_grad()
     def validate(net) -> dict:
         base = evaluate(net, cfg, vmel, vmag, vspans, floor=fl)
@@ -128,7 +127,7 @@ def main() -> None:
         order = sorted(vsub, key=lambda s: s[1])
         for i in range(0, len(order), 16):
             chunk = order[i:i + 16]
-            m, g = stack_utterances(vmel, vmag, chunk, mel_floor)
+            m, g = stack_utterances(vmel, vmag, chunk, mel_floor(cfg))
             nf = torch.tensor([n for _, n in chunk])
             fg.append(float(fgla_loss(net(m), g, nf, cfg, a.iters, fl)) * len(chunk))
         f = sum(fg) / len(vsub)

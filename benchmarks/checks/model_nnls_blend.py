@@ -19,10 +19,8 @@ import numpy as np
 from _corpus import StoredTestCorpus
 
 from pipeline.config import load_config
-from pipeline.models.inverter import load_invert_model
+from pipeline.models.inverter import LOG_FLOOR, load_invert_model
 from pipeline.stages.invert import invert_frames
-
-FLOOR = 1e-5   # of the magnitudes before the logs (the inverter's own floor)
 
 
 def main() -> None:
@@ -36,9 +34,9 @@ def main() -> None:
     nnls = invert_frames(corpus.mels, cfg, "nnls")
     print("model", corpus.fgla_pesq(model), "| nnls", corpus.fgla_pesq(nnls), flush=True)
     for alpha in a.alphas:
-        blend = [np.exp(alpha * np.log(m + FLOOR) + (1 - alpha) * np.log(n + FLOOR)) - FLOOR
-                 for m, n in zip(model, nnls)]
-        blend = [np.maximum(b, 0).astype(np.float32) for b in blend]
+        logs = [alpha * np.log(m + LOG_FLOOR) + (1 - alpha) * np.log(n + LOG_FLOOR)
+                for m, n in zip(model, nnls)]
+        blend = [np.maximum(np.exp(x) - LOG_FLOOR, 0).astype(np.float32) for x in logs]
         print(f"blend, model weight {alpha}", corpus.fgla_pesq(blend), flush=True)
 
 

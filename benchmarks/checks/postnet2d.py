@@ -25,9 +25,8 @@ from _corpus import StoredTestCorpus
 from torch import nn
 
 from pipeline.config import AudioConfig
-from pipeline.dsp.mel import log_magnitude_bound
 from pipeline.io.store import Store
-from pipeline.models.inverter import PInvConvSkip, load_invert_model
+from pipeline.models.inverter import SCALE, PInvConvSkip, load_invert_model
 from pipeline.stages.invert import invert_frames
 from pipeline.train.invert import CropSampler, evaluate, load_frames, loss_fn
 from pipeline.train.trainer import LoopConfig, Trainer
@@ -55,8 +54,8 @@ class PostNet2D(nn.Module):
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             lp = self.base(mel)                                   # [B, T, F]
-        res = self.net(lp.transpose(1, 2)[:, None] / 5.0)[:, 0].transpose(1, 2)
-        return torch.minimum(lp + res, log_magnitude_bound(mel, self.cfg))
+        res = self.net(lp.transpose(1, 2)[:, None] / SCALE)[:, 0].transpose(1, 2)
+        return self.base._bound(lp + res, mel)
 
 
 def test_corpus_quality(cfg: AudioConfig, nets: dict[str, nn.Module]) -> dict[str, float]:
@@ -108,8 +107,7 @@ def main() -> None:
     fitted = trainer.fit(step, lambda n: evaluate(n, cfg, vmel, vmag, vspans), progress=True)
     print("validation, shipped model:", evaluate(base, cfg, vmel, vmag, vspans), flush=True)
     print("validation, best epoch", fitted.best_epoch, fitted.best, flush=True)
-    net.load_state_dict({k.removeprefix("module."): v for k, v in trainer.best_state().items()
-                         if k != "n_averaged"})
+    net.load_state_dict(trainer.best_state())   # the weight average's, as validated
     test_corpus_quality(cfg, {"shipped model": base, "model + 2-D post-net": net})
 
 
