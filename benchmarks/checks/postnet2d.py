@@ -14,7 +14,8 @@ loss; then FGLA 100 from zero phase on the test corpus, beside the shipped model
 
 Measured (BENCHMARKS.md, learned inverter; AMD EPYC VM; 8 channels, 4 dilated layers, 20 x
 100 steps of 8 crops): validation loss 0.4728 -> 0.4631, LSD 9.73 -> 9.24 dB, but test
-corpus PESQ-WB after FGLA 100 3.344 -> 3.271. Not adopted.
+corpus PESQ-WB after FGLA 100 3.344 -> 3.271 from a zero phase, 3.315 -> 3.319 as the
+mean of 6 random starts (issue18_random_starts.py): no gain. Not adopted.
 """
 from __future__ import annotations
 
