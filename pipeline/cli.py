@@ -6,6 +6,7 @@ failed (the failures CSV says which and why) or 2 for a usage error.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -593,13 +594,42 @@ def cluster_script(
 
 
 def main() -> None:
+    """The ``pipeline`` command (console script and ``python -m pipeline.cli``)."""
     try:
         app()
     except SystemExit as exc:
         if exc.code == 130:     # typer's exit on Ctrl-C, which it leaves silent
             console.print("interrupted: finished work is kept; re-run the same command to resume")
             _close_clusters_quietly()
+        _leave(exc)
         raise
+
+
+def _leave(exc: SystemExit) -> None:
+    """Exit with ``exc``'s status without the interpreter's teardown, once the command is over.
+
+    Tearing down a process that imported torch takes ~1.4 s on the 2-vCPU VM (freeing every
+    module and running libtorch's static destructors; 4.4 vs 2.9 s for a process that only
+    imports the package), 6 % of a 10-minute mel -> wav run, for nothing: the command's files
+    are closed by then. Everything that matters at exit still runs first: other threads must
+    have ended (else the normal exit, which waits for them), the atexit hooks run (logging's
+    flush, dask's cluster closing), and stdout/stderr are flushed. A status that is not an int
+    (a message) takes the normal exit, which prints it."""
+    import atexit
+    import threading
+
+    code = 0 if exc.code is None else exc.code
+    if not isinstance(code, int) or any(t.is_alive() and not t.daemon
+                                        for t in threading.enumerate()
+                                        if t is not threading.main_thread()):
+        return
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):   # a closed pipe: nothing more can reach it anyway
+            pass
+    os._exit(code)
 
 
 def _close_clusters_quietly() -> None:

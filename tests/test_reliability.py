@@ -6,6 +6,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -391,3 +392,24 @@ def test_slurm_support_keeps_the_ctrl_c_handler():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "True"
+
+
+def test_the_quick_exit_runs_the_exit_hooks_and_flushes():
+    """``pipeline`` leaves without the interpreter's teardown (~1.4 s after importing torch),
+    but only after the atexit hooks ran and stdout was flushed, with the command's status; it
+    takes the normal exit while another thread still works, or for a message status."""
+    code = textwrap.dedent("""
+        import atexit, sys, threading, time
+        from pipeline.cli import _leave
+        atexit.register(lambda: print("hook ran"))
+        if sys.argv[1] == "thread":
+            threading.Thread(target=time.sleep, args=(0.5,)).start()
+        print("x" * 100000)
+        _leave(SystemExit("a message" if sys.argv[1] == "message" else 3))
+        print("normal exit")
+    """)
+    r = subprocess.run([sys.executable, "-c", code, "quick"], capture_output=True, text=True)
+    assert r.returncode == 3 and r.stdout == "x" * 100000 + "\nhook ran\n"
+    for case in ("thread", "message"):
+        r = subprocess.run([sys.executable, "-c", code, case], capture_output=True, text=True)
+        assert r.returncode == 0 and r.stdout.endswith("normal exit\nhook ran\n"), case
