@@ -94,22 +94,27 @@ def test_phase_stage_true_magnitudes_and_resume(tmp_path, store80, corpus):
 
 
 @pytest.mark.slow
-def test_two_dask_workers_write_what_one_process_writes(tmp_path, store80, corpus):
-    """The local cluster path (forkserver workers, 1 torch thread each) against the in-process
-    path with 1 thread: the same samples for every utterance. The cluster leaves this
-    process's environment as it was (dask writes MALLOC_TRIM_THRESHOLD_ and friends into it:
-    processes started later ran FGLA 5x slower)."""
+def test_dask_workers_and_threads_write_what_one_thread_writes(tmp_path, store80, corpus):
+    """The local cluster path (forkserver workers, 1 torch thread each) and the in-process
+    path with 2 threads (a shard's buckets on two Python threads) against the in-process path
+    with 1 thread: the same samples for every utterance. The cluster leaves this process's
+    environment as it was (dask writes MALLOC_TRIM_THRESHOLD_ and friends into it: processes
+    started later ran FGLA 5x slower)."""
     import os
     env = dict(os.environ)
     one = phase(store80, tmp_path / "one", "fgla", n_iter=20, source="true", threads=1,
                 progress=False)
     two = phase(store80, tmp_path / "two", "fgla", n_iter=20, source="true", workers=2,
                 progress=False)
-    assert one.ok and two.ok and one.done == two.done == len(corpus)
+    threaded = phase(store80, tmp_path / "threads", "fgla", n_iter=20, source="true",
+                     threads=2, progress=False)
+    assert one.ok and two.ok and threaded.ok
+    assert one.done == two.done == threaded.done == len(corpus)
     assert dict(os.environ) == env
     for u in corpus:
-        np.testing.assert_array_equal(load(tmp_path / "one" / f"{u.id}.wav", 16000),
-                                      load(tmp_path / "two" / f"{u.id}.wav", 16000))
+        ref = load(tmp_path / "one" / f"{u.id}.wav", 16000)
+        for other in ("two", "threads"):
+            np.testing.assert_array_equal(ref, load(tmp_path / other / f"{u.id}.wav", 16000))
 
 
 def test_several_workers_get_the_last_shards_in_parts(tmp_path, store80, corpus):

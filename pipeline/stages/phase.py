@@ -21,7 +21,7 @@ from pipeline.dsp.stft import FramePair
 from pipeline.errors import UsageError
 from pipeline.io.audio import write_wav
 from pipeline.io.results import Failure, StageResult, check_writable, claim_output
-from pipeline.io.store import Store, store_items
+from pipeline.io.store import Entry, Store, store_items
 from pipeline.models.degli import degli
 from pipeline.parallel.batching import (
     buckets,
@@ -317,11 +317,12 @@ def phase_shard(job: PhaseJob, name: str, part: Part = None) -> dict:
                             job.method, model=model, device=dev,
                             batch_frames=max(batch_frames, INVERT_BATCH_FRAMES))
         inverted = {e.id: m for e, m in zip(todo, got)}
-    done, samples = 0, 0
-    for group in groups:
+    written: list[Entry] = []   # list.append is atomic: the groups run on threads
+
+    def one(group: list[int]) -> None:
         items = [entries[i] for i in group if entries[i].id not in bad]
         if all(wav_path(out, e.id).exists() for e in items):
-            continue
+            return
         mels = (None if mel is None else
                 [mel[e.offset - lo:e.offset - lo + e.n_frames] for e in items])
         if source == "mel":
@@ -336,7 +337,12 @@ def phase_shard(job: PhaseJob, name: str, part: Part = None) -> dict:
         for e, y in zip(items, waves):
             if not wav_path(out, e.id).exists():
                 write_wav(wav_path(out, e.id), y, cfg.sample_rate)
-                done, samples = done + 1, samples + e.n_samples
+                written.append(e)
+
+    # The groups on one thread each (torch single-threaded in each, see for_each_batch): a
+    # group is one cache-sized batch, too small to split every op across the cores.
+    for_each_batch(one, groups, dev)
+    done, samples = len(written), sum(e.n_samples for e in written)
     return {"n": done, "seconds": samples / cfg.sample_rate, "failures": failures}
 
 
