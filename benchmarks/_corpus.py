@@ -86,6 +86,18 @@ def _submit(client, tasks) -> None:
     assert not any(errors), errors
 
 
+def _cpu_model() -> str | None:
+    """The CPU's model name (Linux), which timings depend on: two VMs of this project with 2
+    vCPUs each ran the same benchmark 30 % apart."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def save_results(name: str, payload) -> Path:
     """``benchmarks/results/NAME.json``: the figures, the command that made them, the machine."""
     import datetime
@@ -100,7 +112,7 @@ def save_results(name: str, payload) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     record = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
               "date": datetime.date.today().isoformat(),
-              "machine": {"cpu": platform.processor() or platform.machine(),
+              "machine": {"cpu": _cpu_model() or platform.processor() or platform.machine(),
                           "cores": os.cpu_count(), "torch": torch.__version__,
                           "torch_threads": torch.get_num_threads()},
               "results": payload}

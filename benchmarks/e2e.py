@@ -16,7 +16,7 @@ ids (13: 10.1 min). Three figures:
 
 PESQ-WB of the first copy of the corpus (14 utterances) is printed beside each route.
 
-    .venv/bin/python benchmarks/e2e.py [--repeat 13] [--workers 1] [--rounds 3]
+    .venv/bin/python benchmarks/e2e.py [--repeat 13] [--workers 1] [--rounds 3] [--tag NAME]
 
 ``--rounds N``: each comparison runs N times, ours and the peer alternated (each into a fresh
 folder), and the medians are compared: this VM moves single timings by +-10 %.
@@ -105,6 +105,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=13)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--tag", default="", help="suffix of the results file (e.g. the machine)")
     a = ap.parse_args()
     out: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,7 +134,7 @@ def main() -> None:
         out["phase_fgla100"] = compare(ours_cmd, [sys.executable, "-c", PEER, str(full)], "true",
                                        tmp / "gl", a.rounds, audio, Store(full))
         print(out["phase_fgla100"], flush=True)
-    save_results(f"e2e-workers{a.workers}", out)
+    save_results(f"e2e-workers{a.workers}" + (f"-{a.tag}" if a.tag else ""), out)
 
 
 if __name__ == "__main__":
