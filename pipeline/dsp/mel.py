@@ -97,15 +97,20 @@ def log_magnitude_bound(mel: torch.Tensor, cfg: AudioConfig) -> torch.Tensor:
     a loud validation file, where the truth was 2e-4)."""
     idx, nlw, near = _bound_np(cfg)
     logmel = decompress(mel, cfg).clamp_min(1e-30).log()        # [B, T, M]
+    # Frames as columns, so that picking bands and bins copies whole rows (a gather along the
+    # last axis, [B, T, F, k] at once, was 10 % of the inverter's time); same values.
+    rows = logmel.reshape(-1, logmel.shape[-1]).T.contiguous()   # [M, N]
     idx_t = torch.from_numpy(idx).to(mel.device)
-    cand = logmel[..., idx_t] + torch.from_numpy(nlw).to(mel.device)   # [B, T, F, k]
-    bound = cand.amin(-1) / cfg.power
+    nlw_t = torch.from_numpy(nlw).to(mel.device)
+    bound = rows.index_select(0, idx_t[:, 0]) + nlw_t[:, :1]     # [F, N]
+    for j in range(1, idx.shape[1]):
+        bound = torch.minimum(bound, rows.index_select(0, idx_t[:, j]) + nlw_t[:, j:j + 1])
+    bound = bound / cfg.power
     if np.isinf(nlw[:, 0]).any():
-        bound = bound[..., torch.from_numpy(near).to(mel.device)]
+        bound = bound.index_select(0, torch.from_numpy(near).to(mel.device))
         if near[0] != 0:   # DC unseen: an offset owes nothing to the audible spectrum (above)
-            top = bound.amax(-1, keepdim=True) + DC_MARGIN
-            bound = torch.cat([top, bound[..., 1:]], -1)
-    return bound
+            bound[0] = bound.amax(0) + DC_MARGIN
+    return bound.T.reshape(*logmel.shape[:-1], -1)
 
 
 def window(cfg: AudioConfig, device: torch.device | str = "cpu",
