@@ -37,11 +37,10 @@ def for_each_batch(fn: Callable[[Batch], None], batches: Sequence[Batch], device
     """``fn(batch)`` for every batch. On a CPU with ``n > 1`` torch threads: on ``n`` Python
     threads, torch single-threaded in each (restored after), so each core takes the next
     batch when done instead of every op splitting across the cores and waiting for the
-    slower one. The results are the same (each batch is computed alone, its own seed);
-    measured on this 2-vCPU VM, `phase` mel -> wav over 605.6 s of audio: 15.3 vs 15.7 s
-    (medians of 6 alternated runs, 3-8 % when one vCPU is slowed by its neighbours), the joint
-    route 25.6 vs 26.8 s (means of 3). Torch's thread count is process-wide: not for callers
-    that run torch on other threads meanwhile."""
+    slower one. The results are the same (each batch is computed alone, its own seed). On the
+    2-vCPU VMs of this project the gain is within their noise (BENCHMARKS.md, end to end).
+    Torch's thread count is process-wide: not for callers that run torch on other threads
+    meanwhile."""
     threads = torch.get_num_threads()
     if device.type != "cpu" or threads < 2 or len(batches) < 2:
         for b in batches:
