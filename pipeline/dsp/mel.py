@@ -109,7 +109,7 @@ def log_magnitude_bound(mel: torch.Tensor, cfg: AudioConfig) -> torch.Tensor:
     if np.isinf(nlw[:, 0]).any():
         bound = bound.index_select(0, torch.from_numpy(near).to(mel.device))
         if near[0] != 0:   # DC unseen: an offset owes nothing to the audible spectrum (above)
-            bound[0] = bound.amax(0) + DC_MARGIN
+            bound = torch.cat([bound.amax(0, keepdim=True) + DC_MARGIN, bound[1:]], 0)
     return bound.T.reshape(*logmel.shape[:-1], -1)
 
 
