@@ -109,13 +109,13 @@ class PInvConvSkip(nn.Module):
         """Compressed mel ``[B, T, M]`` -> log-magnitude ``[B, T, F]``."""
         T = mel.shape[1]
         p = log_pinv(mel, self.audio, LOG_FLOOR)                       # [B, T, F]
-        x = torch.cat([p / SCALE, mel.clamp_min(-20) / SCALE], -1)               # [B, T, C]
+        x = torch.cat([p / SCALE, mel.clamp_min(-20) / SCALE], -1).transpose(1, 2)
         if self.hparams.backbone == "convnext":
-            return self._bound(p + SCALE * self.net(x.transpose(1, 2)), mel)
-        # up to 2^depth - 1 copies of the last frame (the "replicate" pad, whose kernel on the
-        # transposed view was 6 % of the forward pass), then channels first, contiguous
+            return self._bound(p + SCALE * self.net(x), mel)
+        # up to 2^depth - 1 copies of the last frame, in one contiguous copy (the "replicate"
+        # pad's kernel on this transposed view was 6 % of the forward pass)
         pad = (-T) % (2 ** len(self.down))
-        x = torch.cat([x, x[:, -1:].expand(-1, pad, -1)], 1).transpose(1, 2).contiguous()
+        x = torch.cat([x, x[..., -1:].expand(-1, -1, pad)], 2)
         h0 = self.inp(x)
         skips, h = [], h0
         for blk in self.down:
