@@ -538,6 +538,10 @@ def train_invert(
                               "exported (0: the raw weights)."),
     gain_db: float = typer.Option(0.0, "--gain-db", help="Level augmentation: each training crop "
                                   "scaled by a random gain within +-this many dB."),
+    refine: str = typer.Option("", "--refine", help="What follows the net at inference, recorded "
+                               "in the weights' card: nothing (default), or lobes (the low "
+                               "harmonics sharpened by window lobes fitted to the low mel bands). "
+                               "Training and validation are the same either way."),
     seed: int = typer.Option(0),
     quiet: Quiet = False,
 ) -> None:
@@ -550,7 +554,8 @@ def train_invert(
         card = run(train, val, out, TrainConfig(epochs=epochs, steps_per_epoch=steps,
                    batch_size=batch_size, crop=crop, lr=lr, patience=patience, seed=seed,
                    loss_floor=loss_floor, ema=ema, gain_db=gain_db, threads=threads),
-                   ModelConfig(channels=channels, backbone=backbone, depth=depth, kernel=kernel),
+                   ModelConfig(channels=channels, backbone=backbone, depth=depth, kernel=kernel,
+                               refine=refine),
                    progress=not quiet)
     except PipelineError as exc:
         _fail(str(exc))

@@ -2,7 +2,8 @@
 # Reproduce the shipped weights: corpora -> stores -> training -> weights/ (inversion models
 # for each config; the DeGLI net for mel80-16k).
 # Training data: asterisk en/fr/es G.722 prompts + klettres/ktuberling recorded words
-# (never the pocketsphinx test corpus). About 10-15 min per config on 2 CPU cores.
+# (never the pocketsphinx test corpus). On 2 CPU cores: mel80-16k ~65 min (96 epochs), the
+# other configs 10-15 min each.
 #   bash scripts/train-weights.sh [config ...]      (default: mel80-16k mel250-16k hifigan-22k)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,14 +22,16 @@ for cfg in "${@:-mel80-16k mel250-16k hifigan-22k}"; do
     for split in train val; do
       $P extract data/$split-all.jsonl --out data/$split-$cfg1.zarr --config $cfg1 --with-mag -j 2 -q
     done
-    # mel80-16k ships the wider model (192 channels, 96 epochs (43 min), EMA + mel bound).
+    # mel80-16k: 128 channels, 96 epochs, EMA + mel bound, and the lobe refinement at
+    # inference (--refine lobes, recorded in the card); the shipped weights are this command's
+    # output (2026-12-01). hifigan-22k: its card asks for the refinement too.
     # What this script gives vs what ships (each card's "made_by" says exactly how it was made):
-    # mel80-16k: the same recipe, not the same bits (its trainer did not seed the initial
-    # weights); mel250-16k and hifigan-22k: these commands with today's trainer (weight
-    # average, mel bound); the shipped ones came from the trainer of commits c509219 and
-    # 0b8a04b (no average, no bound): `git checkout COMMIT && bash scripts/train-weights.sh CFG`.
+    # mel250-16k and hifigan-22k: these commands with today's trainer (weight average, mel
+    # bound); the shipped ones came from the trainer of commits c509219 and 0b8a04b (no
+    # average, no bound): `git checkout COMMIT && bash scripts/train-weights.sh CFG`.
     extra=(--epochs $EPOCHS --patience 6)
-    [ "$cfg1" = mel80-16k ] && extra=(--channels 192 --epochs 96 --patience 96)
+    [ "$cfg1" = mel80-16k ] && extra=(--channels 128 --refine lobes --epochs 96 --patience 96)
+    [ "$cfg1" = hifigan-22k ] && extra=(--refine lobes --epochs $EPOCHS --patience 6)
     $P train invert --train data/train-$cfg1.zarr --val data/val-$cfg1.zarr \
       --out runs/invert-$cfg1 --steps $STEPS "${extra[@]}" -q
     cp runs/invert-$cfg1/invert-$cfg1.pt runs/invert-$cfg1/invert-$cfg1.json weights/

@@ -55,20 +55,23 @@ def test_invert_stage_writes_mag_and_resumes(tmp_path, store80):
 
 
 def test_model_inversion_records_weights_digest_and_redoes_on_retrain(tmp_path, store80):
-    """Each shard records the weights' sha256; a shard inverted by other weights of the same
-    name (retrained) is not taken as done."""
+    """Each shard records the weights' sha256 (with the card's refinement: the same weights
+    refined give other magnitudes); a shard inverted by other weights of the same name
+    (retrained), or without the refinement, is not taken as done."""
     import shutil
 
     from pipeline.io import weights as W
+    from pipeline.models.inverter import inverter_digest
     s = tmp_path / "s.zarr"
     shutil.copytree(store80, s)
     assert invert(s, "model", progress=False).ok
     store = Store(s, "r+")
-    digest = W.read_card(W.resolve("invert-mel80-16k"))["sha256"]
+    digest = inverter_digest("invert-mel80-16k")
+    assert digest == W.read_card(W.resolve("invert-mel80-16k"))["sha256"] + "+lobes"
     names = store.shard_names()
     assert {store.shard_attrs(n)["mag"]["weights_sha256"] for n in names} == {digest}
     group = store.shard_group(names[0])
-    group.attrs["mag"] = {**group.attrs["mag"], "weights_sha256": "0" * 64}
+    group.attrs["mag"] = {**group.attrs["mag"], "weights_sha256": digest.split("+")[0]}
     again = invert(s, "model", progress=False)
     assert again.skipped_shards == len(names) - 1
     assert again.done == len(store.entries(names[0]))
@@ -124,3 +127,32 @@ def test_store_opened_for_reading_is_read_only(tmp_path, store80):
     with pytest.raises(ValueError, match="read-only|read only"):
         store.shard_group(name).attrs["mag"] = {"complete": True}
     assert not store.is_complete(name, "mag") and store.is_complete(name, "extract")
+
+
+def test_lobe_fit_finds_the_harmonics_of_a_voiced_frame():
+    """Maths of the lobe fit (synthetic frame): a harmonic comb at 137 Hz (Hann lobes, a
+    falling envelope) seen only through its 80 mels: refining an estimate that knows nothing
+    of the pitch (flat) puts peaks at the harmonics' bins and valleys between them; the bins
+    above ``keep_hz`` are left as they were."""
+    from pipeline.algorithms.lobes import LobeFit, refine_low_band
+    from pipeline.dsp.mel import compress, filterbank, stft
+    cfg = load_config("mel80-16k")
+    t = np.arange(cfg.n_fft * 4) / cfg.sample_rate
+    y = sum(np.exp(-k / 4) * np.cos(2 * np.pi * 137.0 * k * t) for k in range(1, 12))
+    mag = stft(torch.tensor(y, dtype=torch.float32)[None], cfg).abs()[0].T[4:5]   # [1, F]
+    mel = compress(mag @ filterbank(cfg).T, cfg)
+    flat = torch.full_like(mag, float(mag[0, :40].mean()))           # knows nothing of pitch
+    out = refine_low_band(flat, mel, cfg)
+    kb = int(np.ceil(LobeFit().keep_hz * cfg.n_fft / cfg.sample_rate))
+    assert torch.equal(out[:, kb:], flat[:, kb:])
+    peaks = [int(round(137.0 * k * cfg.n_fft / cfg.sample_rate)) for k in (1, 2, 3, 4)]
+    lo = out[0, :kb].numpy()
+    for p in peaks:   # each harmonic stands out of the valleys beside it
+        assert lo[p] > 1.5 * lo[p + 4] and lo[p] > 1.5 * lo[p - 3]
+
+
+def test_unknown_refinement_is_refused():
+    from pipeline.errors import UsageError
+    from pipeline.models.inverter import ModelConfig, PInvConvSkip
+    with pytest.raises(UsageError, match="refinement 'sharpen'.*'lobes'"):
+        PInvConvSkip(load_config("mel80-16k"), ModelConfig(refine="sharpen"))

@@ -26,6 +26,7 @@ from pipeline.errors import UsageError
 from pipeline.io.weights import WeightsError, load_state, pick_for, resolve
 
 LOG_FLOOR = 1e-5
+REFINES = ("", "lobes")   # what may follow the net at inference (ModelConfig.refine)
 SCALE = 5.0     # log-magnitudes span about [-11.5, 4]: divided by SCALE for the network
 
 
@@ -38,6 +39,7 @@ class ModelConfig:
     backbone: str = "unet"   # or "convnext"
     mult: int = 2            # convnext: width of the per-frame MLP, in channels
     dilations: tuple[int, ...] = (1, 2, 4)   # convnext: cycled over the blocks
+    refine: str = ""         # after the net, at inference: "" or "lobes" (algorithms.lobes)
 
 
 class _Block(nn.Module):
@@ -92,6 +94,9 @@ class PInvConvSkip(nn.Module):
         super().__init__()
         self.audio, self.hparams = audio, model
         c, k = model.channels, model.kernel
+        if model.refine not in REFINES:
+            raise UsageError(f"unknown inverter refinement {model.refine!r}: "
+                             + " or ".join(repr(r) for r in REFINES))
         if model.backbone == "convnext":
             self.net = _ConvNeXt(audio.n_freq + audio.n_mels, audio.n_freq, model)
             return
@@ -128,6 +133,15 @@ class PInvConvSkip(nn.Module):
         res = self.out(torch.cat([h, h0], 1))[..., :T]
         return self._bound(p + SCALE * res.transpose(1, 2), mel)
 
+    def magnitude(self, mel: torch.Tensor) -> torch.Tensor:
+        """What inference uses: the magnitude (exp of :meth:`forward`), then the card's
+        refinement (``lobes``: :func:`pipeline.algorithms.lobes.refine_low_band`)."""
+        mag = self(mel).exp()
+        if self.hparams.refine == "lobes":
+            from pipeline.algorithms.lobes import refine_low_band
+            mag = refine_low_band(mag, mel, self.audio)
+        return mag
+
     def _bound(self, out: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
         if self.hparams.mel_bound:
             # no bin louder than its mel bands allow: the output is exp'd, and one overshoot
@@ -144,7 +158,7 @@ def model_invert(mel: torch.Tensor, cfg: AudioConfig, model: PInvConvSkip | None
                  ) -> torch.Tensor:
     if model is None:
         raise UsageError("method 'model' needs a loaded model (weights)")
-    return model(mel).exp()
+    return model.magnitude(mel)
 
 
 def load_invert_model(name_or_path: str | Path | None, config: AudioConfig,
@@ -164,6 +178,15 @@ def load_invert_model(name_or_path: str | Path | None, config: AudioConfig,
     model = PInvConvSkip(audio, ModelConfig(**hp))
     model.load_state_dict(state)
     return model.to(device).eval()
+
+
+def inverter_digest(name_or_path: str | Path) -> str:
+    """What identifies an inverter's output, as stages record it: its weights' sha256, plus
+    the card's refinement (``+lobes``), since the same weights refined give other magnitudes."""
+    from pipeline.io.weights import read_card
+    card = read_card(resolve(name_or_path))
+    refine = card.get("model", {}).get("refine", "")
+    return card["sha256"] + (f"+{refine}" if refine else "")
 
 
 def shared_invert_model(name_or_path: str | Path | None, config: AudioConfig,

@@ -100,11 +100,11 @@ def invert(store_path: str | Path, method: str = "pinv", *, weights: str | None 
                          "shards); re-run `pipeline extract` with the same arguments first")
     digest = None
     if method == "model":
-        from pipeline.io.weights import pick_for, read_card, resolve
-        from pipeline.models.inverter import load_invert_model
+        from pipeline.io.weights import pick_for
+        from pipeline.models.inverter import inverter_digest, load_invert_model
         weights = weights or pick_for(store.config, "PInvConvSkip")
         load_invert_model(weights, store.config)   # fail early, naming the mismatching field
-        digest = read_card(resolve(weights))["sha256"]
+        digest = inverter_digest(weights)
     workers = workers_for(device, workers)
     todo = []
     for name in store.shard_names():

@@ -450,12 +450,12 @@ def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *,
         if method not in METHODS:
             raise UsageError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
         if method == "model":
-            from pipeline.io.weights import pick_for, read_card, resolve
-            from pipeline.models.inverter import load_invert_model
+            from pipeline.io.weights import pick_for
+            from pipeline.models.inverter import inverter_digest, load_invert_model
             invert_weights = invert_weights or pick_for(store.config, "PInvConvSkip")
             load_invert_model(invert_weights, store.config)   # fail early, naming the field
             in_memory = {"method": method, "weights": invert_weights,
-                         "weights_sha256": read_card(resolve(invert_weights))["sha256"]}
+                         "weights_sha256": inverter_digest(invert_weights)}
         else:
             in_memory = {"method": method}
     check_route(algo, project, store.config)

@@ -13,11 +13,10 @@ from pipeline.algorithms.gla import initial_phase, iterate, project
 from pipeline.dsp.mel import mel_from_magnitude
 from pipeline.dsp.stft import FramePair
 from pipeline.errors import UsageError
-from pipeline.io import weights as W
 from pipeline.io.audio import load
 from pipeline.io.store import Store
 from pipeline.models.degli import DeGLIConfig, DeGLINet, batch_sc, run_blocks
-from pipeline.models.inverter import load_invert_model
+from pipeline.models.inverter import inverter_digest, load_invert_model
 from pipeline.train.invert import loss_fn
 from pipeline.train.trainer import LoopConfig, Trainer
 
@@ -122,7 +121,7 @@ def train_degli(train_store: str | Path, val_store: str | Path, out: str | Path,
             """What inference will see: the inverter's magnitude from the mel of ``S``."""
             with torch.no_grad():
                 mel = mel_from_magnitude(S.abs().transpose(1, 2), cfg).transpose(1, 2)
-                return inverter(mel).exp()
+                return inverter.magnitude(mel)
     elif hp.magnitude == "true":
         def known(S: torch.Tensor) -> torch.Tensor:
             return S.abs()
@@ -174,6 +173,6 @@ def train_degli(train_store: str | Path, val_store: str | Path, out: str | Path,
                            "what": _validation_what(hp, tc)},
             "train_seconds": fitted.seconds}
     if hp.magnitude == "model":   # which inverter exactly: a retrained one needs a new net
-        card["invert_weights_sha256"] = W.read_card(W.resolve(hp.invert_weights or ""))["sha256"]
+        card["invert_weights_sha256"] = inverter_digest(hp.invert_weights or "")
     trainer.export(card)
     return card
