@@ -156,3 +156,13 @@ def test_unknown_refinement_is_refused():
     from pipeline.models.inverter import ModelConfig, PInvConvSkip
     with pytest.raises(UsageError, match="refinement 'sharpen'.*'lobes'"):
         PInvConvSkip(load_config("mel80-16k"), ModelConfig(refine="sharpen"))
+
+
+def test_lobe_refinement_refuses_a_config_without_low_bands():
+    from dataclasses import replace
+
+    from pipeline.algorithms.lobes import refine_low_band
+    from pipeline.errors import UsageError
+    cfg = replace(load_config("mel80-16k"), fmin=1000.0)
+    with pytest.raises(UsageError, match="needs mel bands below 750 Hz"):
+        refine_low_band(torch.ones(1, 3, cfg.n_freq), torch.zeros(1, 3, cfg.n_mels), cfg)

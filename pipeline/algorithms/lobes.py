@@ -24,6 +24,7 @@ import torch
 
 from pipeline.config import AudioConfig
 from pipeline.dsp.mel import decompress, filterbank
+from pipeline.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ def _system(cfg: AudioConfig, p: LobeFit) -> tuple[torch.Tensor, torch.Tensor, t
     nb = int(np.ceil(p.top_hz * cfg.n_fft / cfg.sample_rate))
     kb = int(np.ceil(p.keep_hz * cfg.n_fft / cfg.sample_rate))
     rows = np.flatnonzero((fb[:, nb:] == 0).all(1) & (fb[:, :nb] > 0).any(1))
+    if len(rows) < 2:
+        raise UsageError(f"the lobe refinement needs mel bands below {p.top_hz:g} Hz; config "
+                         f"{cfg.name!r} has {len(rows)}: use a model card without refine")
     # the window as torch.stft applies it (centred in n_fft), its DTFT magnitude at offsets
     # that are multiples of 1/over bin, out to 8 bins (the side lobes beyond are < -50 dB)
     w = np.zeros(cfg.n_fft)
