@@ -31,7 +31,7 @@ for cfg in "${@:-mel80-16k mel250-16k hifigan-22k}"; do
     # average, no bound): `git checkout COMMIT && bash scripts/train-weights.sh CFG`.
     extra=(--epochs $EPOCHS --patience 6)
     [ "$cfg1" = mel80-16k ] && extra=(--channels 128 --refine lobes --epochs 96 --patience 96)
-    [ "$cfg1" = hifigan-22k ] && extra=(--refine lobes --epochs $EPOCHS --patience 6)
+    [ "$cfg1" = hifigan-22k ] && extra+=(--refine lobes)
     $P train invert --train data/train-$cfg1.zarr --val data/val-$cfg1.zarr \
       --out runs/invert-$cfg1 --steps $STEPS "${extra[@]}" -q
     cp runs/invert-$cfg1/invert-$cfg1.pt runs/invert-$cfg1/invert-$cfg1.json weights/

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from pipeline.config import AudioConfig
-from pipeline.dsp.mel import decompress, filterbank
+from pipeline.dsp.mel import decompress, filterbank, window
 from pipeline.errors import UsageError
 
 
@@ -48,11 +48,11 @@ def _system(cfg: AudioConfig, p: LobeFit) -> tuple[torch.Tensor, torch.Tensor, t
     if len(rows) < 2:
         raise UsageError(f"the lobe refinement needs mel bands below {p.top_hz:g} Hz; config "
                          f"{cfg.name!r} has {len(rows)}: use a model card without refine")
-    # the window as torch.stft applies it (centred in n_fft), its DTFT magnitude at offsets
-    # that are multiples of 1/over bin, out to 8 bins (the side lobes beyond are < -50 dB)
+    # the analysis window as torch.stft applies it (centred in n_fft), its DTFT magnitude at
+    # offsets that are multiples of 1/over bin, out to 8 bins (side lobes beyond: < -50 dB)
     w = np.zeros(cfg.n_fft)
     start = (cfg.n_fft - cfg.win_length) // 2
-    w[start:start + cfg.win_length] = np.hanning(cfg.win_length + 1)[:-1]   # periodic Hann
+    w[start:start + cfg.win_length] = window(cfg, dtype=torch.float64).numpy()
     offsets = np.arange(-8 * p.over, 8 * p.over + 1) / p.over
     lobe = np.abs(np.exp(2j * np.pi * np.outer(offsets, np.arange(cfg.n_fft)) / cfg.n_fft) @ w)
     lobe /= lobe.max()
