@@ -534,6 +534,9 @@ def train_invert(
     threads: int = typer.Option(0, help="torch threads (0: all cores; 1 leaves a core free)."),
     loss_floor: float = typer.Option(0.01, help="Training loss: L1 of log(magnitude + floor) "
                                      "(+ spectral convergence); larger = quiet bins count less."),
+    over_weight: float = typer.Option(1.0, "--over-weight", help="Training loss: log errors "
+                                      "above the truth weigh this many times those below (1: "
+                                      "plain L1; > 1 keeps the gaps between harmonics deeper)."),
     ema: float = typer.Option(0.998, help="Decay of the weight average that is validated and "
                               "exported (0: the raw weights)."),
     gain_db: float = typer.Option(0.0, "--gain-db", help="Level augmentation: each training crop "
@@ -542,6 +545,10 @@ def train_invert(
                                "in the weights' card: nothing (default), or lobes (the low "
                                "harmonics sharpened by window lobes fitted to the low mel bands). "
                                "Training and validation are the same either way."),
+    init: Optional[str] = typer.Option(None, "--init", help="Fine-tune: start from these "
+                                       "weights (a name in weights/ or a .pt path); the "
+                                       "architecture is theirs (--channels, --backbone, --depth "
+                                       "and --kernel are ignored), --refine is this run's."),
     seed: int = typer.Option(0),
     quiet: Quiet = False,
 ) -> None:
@@ -553,7 +560,8 @@ def train_invert(
     try:
         card = run(train, val, out, TrainConfig(epochs=epochs, steps_per_epoch=steps,
                    batch_size=batch_size, crop=crop, lr=lr, patience=patience, seed=seed,
-                   loss_floor=loss_floor, ema=ema, gain_db=gain_db, threads=threads),
+                   loss_floor=loss_floor, ema=ema, gain_db=gain_db, threads=threads,
+                   over_weight=over_weight, init=init or ""),
                    ModelConfig(channels=channels, backbone=backbone, depth=depth, kernel=kernel,
                                refine=refine),
                    progress=not quiet)

@@ -166,3 +166,29 @@ def test_lobe_refinement_refuses_a_config_without_low_bands():
     cfg = replace(load_config("mel80-16k"), fmin=1000.0)
     with pytest.raises(UsageError, match="needs mel bands below 750 Hz"):
         refine_low_band(torch.ones(1, 3, cfg.n_freq), torch.zeros(1, 3, cfg.n_mels), cfg)
+
+
+def test_bound_passes_gradient_to_the_net_only_in_training():
+    """The mel bound caps the net's output; in training the gradient goes through the cap
+    (so an overshoot can be learned away, issue 18: hifigan-22k stuck at the cap), at
+    inference it is the hard minimum. Same values either way."""
+    import torch
+
+    from pipeline.models.inverter import SCALE, ModelConfig, PInvConvSkip
+
+    cfg = load_config("hifigan-22k")
+    net = PInvConvSkip(cfg, ModelConfig(channels=8))
+    with torch.no_grad():
+        net.out.bias.fill_(10.0)   # a residual of +50 nepers: far above the cap in every bin
+    mel = torch.randn(1, 16, cfg.n_mels) - 4
+    grads, outs = [], []
+    for train in (True, False):
+        net.train(train)
+        net.zero_grad()
+        out = net(mel)
+        out.sum().backward()
+        grads.append(net.out.bias.grad.clone())
+        outs.append(out.detach())
+    torch.testing.assert_close(grads[0], torch.full((cfg.n_freq,), 16 * SCALE))  # d sum / d bias
+    assert (grads[1] == 0).all()
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)

@@ -41,6 +41,24 @@ def test_train_checkpoints_resumes_and_exports(tmp_path, store80):
     assert model.hparams.mel_bound
 
 
+def test_fine_tune_starts_from_the_given_weights(tmp_path, store80):
+    """``init``: the architecture is the weights' (not the ModelConfig's), training starts
+    from them, the card records the start and the loss; ``refine`` is the fine-tune's."""
+    tc = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=4, crop=32)
+    train_invert(store80, store80, tmp_path / "base", tc, ModelConfig(channels=16), progress=False)
+    base = tmp_path / "base" / "base.pt"
+    ft = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=4, crop=32, lr=1e-9, ema=0,
+                     over_weight=6.0, init=str(base))
+    card = train_invert(store80, store80, tmp_path / "ft", ft, ModelConfig(refine="lobes"),
+                        progress=False)
+    assert card["model"]["channels"] == 16 and card["model"]["refine"] == "lobes"
+    assert card["train"]["init"] == str(base) and card["train"]["over_weight"] == 6.0
+    before, _ = W.load_state(base)
+    after, _ = W.load_state(tmp_path / "ft" / "ft.pt")   # lr 1e-9: the start, to float16
+    for k in before:
+        torch.testing.assert_close(after[k].float(), before[k].float(), atol=1e-3, rtol=1e-3)
+
+
 def test_level_augmentation_is_a_true_gain(store80):
     """The augmented mel is exactly the mel of the scaled magnitude (real speech)."""
     from pipeline.dsp.mel import compress, filterbank
@@ -57,6 +75,28 @@ def test_level_augmentation_is_a_true_gain(store80):
     assert (ratio > 10 ** (-12 / 20) - 1e-4).all() and (ratio < 10 ** (12 / 20) + 1e-4).all()
     assert not torch.allclose(ratio, ratio[0].expand(3))          # a gain per crop
     torch.testing.assert_close(m2, compress(g2 @ filterbank(cfg).T, cfg), atol=2e-4, rtol=0)
+
+
+def test_over_weight_makes_the_log_l1_a_lower_quantile(store80):
+    """``log_l1(over=k)``: over-estimates weigh k times under-estimates, the mean weight is
+    1 (k = 1 is the plain L1), and the best constant guess is the 1 / (1 + k) quantile."""
+    from pipeline.io.store import Store
+    from pipeline.train.invert import log_l1
+
+    s = Store(store80)
+    mag = torch.from_numpy(s.read_array(s.shard_names()[0], "mag_true")[:, 20])  # bin 20, 312 Hz
+    est = mag * 1.5
+    plain = log_l1(est, mag)
+    torch.testing.assert_close(plain, ((est + 1e-2).log() - (mag + 1e-2).log()).abs())
+    torch.testing.assert_close(log_l1(est, mag, over=3.0), 1.5 * plain)      # all above
+    torch.testing.assert_close(log_l1(mag / 1.5, mag, over=3.0), 0.5 * log_l1(mag / 1.5, mag))
+    logs = (mag + 1e-2).log()
+    cands = logs.sort().values
+    for k in (1.0, 3.0):
+        losses = torch.stack([log_l1(torch.full_like(mag, float(c.exp()) - 1e-2), mag, over=k).mean()
+                              for c in cands])
+        best = int(losses.argmin())
+        assert abs(best / (len(cands) - 1) - 1 / (1 + k)) < 0.02
 
 
 def test_train_degli_after_the_inverter_exports_usable_weights(tmp_path, store80):

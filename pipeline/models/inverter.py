@@ -143,11 +143,20 @@ class PInvConvSkip(nn.Module):
         return mag
 
     def _bound(self, out: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
-        if self.hparams.mel_bound:
-            # no bin louder than its mel bands allow: the output is exp'd, and one overshoot
-            # on a loud, clipped validation file (2x at its peak) was 97 % of the corpus error
-            out = torch.minimum(out, log_magnitude_bound(mel, self.audio))
-        return out
+        if not self.hparams.mel_bound:
+            return out
+        # no bin louder than its mel bands allow: the output is exp'd, and one overshoot
+        # on a loud, clipped validation file (2x at its peak) was 97 % of the corpus error
+        bound = log_magnitude_bound(mel, self.audio)
+        capped = torch.minimum(out, bound)
+        if self.training and torch.is_grad_enabled():
+            # In training the gradient goes straight through the cap to the net's output
+            # (same values). A hard minimum passes none where the net exceeds the bound, and
+            # a net that overshot there early stayed stuck at it: hifigan-22k's bins 7-12
+            # (150-260 Hz, where the bound is ~1.7x the truth) sat at the bound in 96 % of
+            # frames, validation SC 0.65 after 16 epochs against 0.25 untrained.
+            capped = capped + (out - out.detach())            # = capped; d/d out = 1
+        return capped
 
     def card(self) -> dict:
         return {"arch": "PInvConvSkip", "audio": self.audio.to_dict(), "model": asdict(self.hparams)}
