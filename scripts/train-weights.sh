@@ -32,8 +32,9 @@ for cfg in "${@:-mel80-16k mel250-16k hifigan-22k}"; do
     # made): the trainer now passes the gradient through the mel bound (same values; before,
     # a net that overshot the bound early stayed stuck there, which ruined hifigan-22k). The
     # shipped mel80-16k's stage 1 was trained before that change (commit 37fb026's trainer,
-    # same command); the shipped mel250-16k came from the trainer of commit c509219 (no
-    # weight average, no bound): `git checkout COMMIT && bash scripts/train-weights.sh CFG`.
+    # same command; hifigan-22k ships what this script gives); the shipped mel250-16k came
+    # from the trainer of commit c509219 (no weight average, no bound):
+    # `git checkout c509219 && bash scripts/train-weights.sh mel250-16k`.
     extra=(--epochs $EPOCHS --patience 6)
     [ "$cfg1" = mel80-16k ] && extra=(--channels 128 --refine lobes --epochs 96 --patience 96)
     # hifigan-22k: the raw weights validated and exported (--ema 0): over 16 epochs the weight
