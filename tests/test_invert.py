@@ -169,26 +169,37 @@ def test_lobe_refinement_refuses_a_config_without_low_bands():
 
 
 def test_bound_passes_gradient_to_the_net_only_in_training():
-    """The mel bound caps the net's output; in training the gradient goes through the cap
-    (so an overshoot can be learned away, issue 18: hifigan-22k stuck at the cap), at
-    inference it is the hard minimum. Same values either way."""
+    """The mel bound caps the net's output. In training, where the net exceeds the cap, the
+    gradient that would lower the output passes (so an overshoot can be learned away, issue
+    18: hifigan-22k stuck at the cap) and the one that would raise it does not (where
+    rounding puts the truth a hair above the bound it ran away: mel250-16k diverged); below
+    the cap the gradient is the plain one. At inference it is the hard minimum. Same values
+    either way."""
     import torch
 
     from pipeline.models.inverter import SCALE, ModelConfig, PInvConvSkip
 
     cfg = load_config("hifigan-22k")
     net = PInvConvSkip(cfg, ModelConfig(channels=8))
-    with torch.no_grad():
-        net.out.bias.fill_(10.0)   # a residual of +50 nepers: far above the cap in every bin
     mel = torch.randn(1, 16, cfg.n_mels) - 4
-    grads, outs = [], []
-    for train in (True, False):
+
+    def bias_grad(train: bool, sign: float) -> tuple[torch.Tensor, torch.Tensor]:
         net.train(train)
         net.zero_grad()
         out = net(mel)
-        out.sum().backward()
-        grads.append(net.out.bias.grad.clone())
-        outs.append(out.detach())
-    torch.testing.assert_close(grads[0], torch.full((cfg.n_freq,), 16 * SCALE))  # d sum / d bias
-    assert (grads[1] == 0).all()
-    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+        (sign * out).sum().backward()
+        return net.out.bias.grad.clone(), out.detach()
+
+    with torch.no_grad():
+        net.out.bias.fill_(-10.0)  # a residual of -50 nepers: below the cap in every bin
+    g, _ = bias_grad(True, 1.0)
+    torch.testing.assert_close(g, torch.full((cfg.n_freq,), 16 * SCALE))   # d sum / d bias
+    with torch.no_grad():
+        net.out.bias.fill_(10.0)   # +50 nepers: far above the cap in every bin
+    down, out_train = bias_grad(True, 1.0)     # the loss falls as the output falls: passes
+    up, _ = bias_grad(True, -1.0)              # the loss falls as the output rises: blocked
+    at_inference, out_eval = bias_grad(False, 1.0)
+    torch.testing.assert_close(down, torch.full((cfg.n_freq,), 16 * SCALE))
+    assert (up == 0).all()
+    assert (at_inference == 0).all()
+    torch.testing.assert_close(out_train, out_eval, rtol=0, atol=0)
