@@ -3,8 +3,8 @@
 # for each config; the DeGLI net for mel80-16k).
 # Training data: asterisk en/fr/es G.722 prompts + klettres/ktuberling recorded words
 # (never the pocketsphinx test corpus). On 2 CPU cores: mel80-16k ~75 min (96 epochs + a
-# 10-epoch fine-tune), the other configs 10-20 min each. Run-to-run differences: float
-# rounding only (seeded; the thread count changes the order of sums).
+# 10-epoch fine-tune), hifigan-22k ~75 min (48 + 10 epochs), mel250-16k ~15 min. Run-to-run
+# differences: float rounding only (seeded; the thread count changes the order of sums).
 #   bash scripts/train-weights.sh [config ...]      (default: mel80-16k mel250-16k hifigan-22k)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,14 +27,16 @@ for cfg in "${@:-mel80-16k mel250-16k hifigan-22k}"; do
     done
     # Stage 1, from scratch. mel80-16k: 128 channels, 96 epochs, EMA + mel bound, and the
     # lobe refinement at inference (--refine lobes, recorded in the card). hifigan-22k: the
-    # refinement too. mel250-16k: the defaults.
+    # refinement too. mel250-16k: the defaults (with --ema 0, below).
     # What this script gives vs what ships (each card's "made_by" says exactly how it was
-    # made): the trainer now passes the gradient through the mel bound (same values; before,
-    # a net that overshot the bound early stayed stuck there, which ruined hifigan-22k). The
-    # shipped mel80-16k's stage 1 was trained before that change (commit 37fb026's trainer,
-    # same command; hifigan-22k ships what this script gives); the shipped mel250-16k came
-    # from the trainer of commit c509219 (no weight average, no bound):
-    # `git checkout c509219 && bash scripts/train-weights.sh mel250-16k`.
+    # made, and which commit's trainer reproduces its bits): the trainer changed twice while
+    # these weights were made. Where the net exceeds the mel bound, a hard cap passed no
+    # gradient (a net that overshot early stayed stuck: it ruined a hifigan-22k run), then the
+    # gradient passed straight through both ways (it ran away where rounding puts the truth a
+    # hair above the bound: mel250-16k diverged), now only the half that lowers the output
+    # passes (ccff94c). mel80-16k's stage 1 came from 37fb026's trainer and its stage 2 from
+    # 20c6efb's; hifigan-22k's two stages from d01a50b's; mel250-16k is what this script gives.
+    # Today's script gives equivalent nets, not those bits.
     extra=(--epochs $EPOCHS --patience 6)
     [ "$cfg1" = mel80-16k ] && extra=(--channels 128 --refine lobes --epochs 96 --patience 96)
     # hifigan-22k: 48 epochs (16 stopped while validation still fell: SC 0.181 -> 0.146), the
