@@ -35,14 +35,14 @@ for cfg in "${@:-mel80-16k mel250-16k hifigan-22k}"; do
     # gradient passed straight through both ways (it ran away where rounding puts the truth a
     # hair above the bound: mel250-16k diverged), now only the half that lowers the output
     # passes (ccff94c). mel80-16k's stage 1 came from 37fb026's trainer and its stage 2 from
-    # 20c6efb's; hifigan-22k's two stages from d01a50b's; mel250-16k is what this script gives.
-    # Today's script gives equivalent nets, not those bits.
+    # 20c6efb's; hifigan-22k's two stages from d01a50b's: for those two, today's script trains
+    # the same recipe, not those bits (not re-measured). mel250-16k is what it gives.
     extra=(--epochs $EPOCHS --patience 6)
     [ "$cfg1" = mel80-16k ] && extra=(--channels 128 --refine lobes --epochs 96 --patience 96)
     # hifigan-22k: 48 epochs (16 stopped while validation still fell: SC 0.181 -> 0.146), the
     # raw weights validated and exported (--ema 0: over a short run the weight average lags a
     # net this far from its start; at epoch 7 of 16, validation SC 0.95 averaged, 0.17 raw).
-    # mel250-16k: --ema 0 too, for the same reason.
+    # mel250-16k: --ema 0 too (as its weights before; not compared with a weight average).
     [ "$cfg1" = hifigan-22k ] && extra=(--epochs 48 --patience 48 --refine lobes --ema 0)
     [ "$cfg1" = mel250-16k ] && extra+=(--ema 0)
     $P train invert --train data/train-$cfg1.zarr --val data/val-$cfg1.zarr \
