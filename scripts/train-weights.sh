@@ -2,9 +2,11 @@
 # Reproduce the shipped weights: corpora -> stores -> training -> weights/ (inversion models
 # for each config; the DeGLI net for mel80-16k).
 # Training data: asterisk en/fr/es G.722 prompts + klettres/ktuberling recorded words
-# (never the pocketsphinx test corpus). On 2 CPU cores: mel80-16k ~75 min (96 epochs + a
-# 10-epoch fine-tune), hifigan-22k ~75 min (48 + 10 epochs), mel250-16k ~15 min. Run-to-run
-# differences: float rounding only (seeded; the thread count changes the order of sums).
+# (never the pocketsphinx test corpus). On one thread of a 2-core VM: mel80-16k ~2 h (96 epochs
+# + a 10-epoch fine-tune), hifigan-22k ~75 min (48 + 10 epochs), mel250-16k ~20 min (THREADS=1,
+# the default: what ships was trained so; seeded, the same bits on the same machine type).
+# THREADS=0 uses every core: the same recipe, faster, other float rounding (the thread count
+# changes the order of sums).
 #   bash scripts/train-weights.sh [config ...]      (default: mel80-16k mel250-16k hifigan-22k)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +15,7 @@ EPOCHS=${EPOCHS:-16}
 STEPS=${STEPS:-150}
 OVER=${OVER:-6}
 FT_EPOCHS=${FT_EPOCHS:-10}
+THREADS=${THREADS:-1}
 bash scripts/install-debian.sh asterisk-core-sounds-en-g722 asterisk-core-sounds-fr-g722 \
   asterisk-core-sounds-es-g722 klettres-data ktuberling-data
 [ -f data/asterisk/asterisk-train.jsonl ] || $P prepare asterisk --out data/asterisk
@@ -35,8 +38,8 @@ for cfg in "${@:-mel80-16k mel250-16k hifigan-22k}"; do
     # gradient passed straight through both ways (it ran away where rounding puts the truth a
     # hair above the bound: mel250-16k diverged), now only the half that lowers the output
     # passes (ccff94c). mel80-16k's stage 1 came from 37fb026's trainer and its stage 2 from
-    # 20c6efb's; hifigan-22k's two stages from d01a50b's: for those two, today's script trains
-    # the same recipe, not those bits (not re-measured). mel250-16k is what it gives.
+    # 20c6efb's: for it, today's script trains the same recipe, not those bits. mel250-16k and
+    # hifigan-22k are what it gives (retrained with ccff94c's trainer, one thread).
     extra=(--epochs $EPOCHS --patience 6)
     [ "$cfg1" = mel80-16k ] && extra=(--channels 128 --refine lobes --epochs 96 --patience 96)
     # hifigan-22k: 48 epochs (16 stopped while validation still fell: SC 0.181 -> 0.146), the
@@ -46,7 +49,7 @@ for cfg in "${@:-mel80-16k mel250-16k hifigan-22k}"; do
     [ "$cfg1" = hifigan-22k ] && extra=(--epochs 48 --patience 48 --refine lobes --ema 0)
     [ "$cfg1" = mel250-16k ] && extra+=(--ema 0)
     $P train invert --train data/train-$cfg1.zarr --val data/val-$cfg1.zarr \
-      --out runs/invert-$cfg1 --steps $STEPS "${extra[@]}" -q
+      --out runs/invert-$cfg1 --steps $STEPS --threads $THREADS "${extra[@]}" -q
     out=runs/invert-$cfg1
     if [ "$cfg1" != mel250-16k ]; then
       # Stage 2 (mel80-16k, hifigan-22k): a fine-tune of stage 1 with the asymmetric loss
@@ -54,7 +57,7 @@ for cfg in "${@:-mel80-16k mel250-16k hifigan-22k}"; do
       out=runs/finetune/invert-$cfg1
       $P train invert --train data/train-$cfg1.zarr --val data/val-$cfg1.zarr --out $out \
         --init runs/invert-$cfg1/invert-$cfg1.pt --over-weight $OVER --lr 5e-4 \
-        --epochs $FT_EPOCHS --patience $FT_EPOCHS --steps $STEPS --refine lobes -q
+        --epochs $FT_EPOCHS --patience $FT_EPOCHS --steps $STEPS --refine lobes --threads $THREADS -q
     fi
     cp $out/invert-$cfg1.pt $out/invert-$cfg1.json weights/
     if [ "$cfg1" = mel80-16k ]; then
