@@ -31,15 +31,11 @@ for cfg in "${@:-mel80-16k mel250-16k hifigan-22k}"; do
     # Stage 1, from scratch. mel80-16k: 128 channels, 96 epochs, EMA + mel bound, and the
     # lobe refinement at inference (--refine lobes, recorded in the card). hifigan-22k: the
     # refinement too. mel250-16k: the defaults (with --ema 0, below).
-    # What this script gives vs what ships (each card's "made_by" says exactly how it was
-    # made, and which commit's trainer reproduces its bits): the trainer changed twice while
-    # these weights were made. Where the net exceeds the mel bound, a hard cap passed no
-    # gradient (a net that overshot early stayed stuck: it ruined a hifigan-22k run), then the
-    # gradient passed straight through both ways (it ran away where rounding puts the truth a
-    # hair above the bound: mel250-16k diverged), now only the half that lowers the output
-    # passes (ccff94c). mel80-16k's stage 1 came from 37fb026's trainer and its stage 2 from
-    # 20c6efb's: for it, today's script trains the same recipe, not those bits. mel250-16k and
-    # hifigan-22k are what it gives (retrained with ccff94c's trainer, one thread).
+    # What ships is what this script gives: all three nets were retrained with ccff94c's
+    # trainer, one thread (each card's "made_by"). Where the net exceeds the mel bound, only
+    # the gradient that lowers the output passes (a hard cap left a net that overshot early
+    # stuck; straight through both ways ran away where rounding puts the truth a hair above
+    # the bound).
     extra=(--epochs $EPOCHS --patience 6)
     [ "$cfg1" = mel80-16k ] && extra=(--channels 128 --refine lobes --epochs 96 --patience 96)
     # hifigan-22k: 48 epochs (16 stopped while validation still fell: SC 0.181 -> 0.146), the
