@@ -53,9 +53,9 @@ def measure(tmp_path, corpus_manifest, config):
 
 
 def test_model_beats_nnls_on_test_corpus_80_mels(tmp_path, corpus_manifest):
-    """Measured (weights of 2026-12-01; BENCHMARKS.md has today's): model SC 0.258 / PESQ
-    3.409 / STOI 0.959; NNLS 0.327 / 3.10 / 0.942 (the threshold leaves room for FGLA's float
-    rounding, +-0.01 PESQ across machines)."""
+    """Measured (weights of 2026-12-02): model SC 0.286 / PESQ 3.361 / STOI 0.957; NNLS
+    0.327 / 3.07 / 0.942 (the threshold leaves room for FGLA's float rounding, +-0.01 PESQ
+    across machines)."""
     (sc_m, p_m, s_m), (sc_n, p_n, s_n) = measure(tmp_path, corpus_manifest, "mel80-16k")
     assert sc_m < sc_n - 0.03
     assert p_m > p_n + 0.05 and s_m > s_n
