@@ -5,12 +5,16 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO   ?= demo-out
 
-.PHONY: demo test test-fast lint types setup system bench train-weights clean
+.PHONY: demo test test-fast lint types setup system test-system bench train-weights clean
 
 setup: system $(STAMP)
 
 system:
 	bash scripts/install-debian.sh
+
+# What the tests need beyond the demo: festival and one voice (the festival recipe's test).
+test-system:
+	bash scripts/install-debian.sh festival festvox-kallpc16k
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,11 +26,11 @@ demo: setup
 	$(PY) -m pipeline.demo --out $(DEMO)
 
 # Everything CI runs: lint, types, the whole test suite.
-test: setup lint types
+test: setup test-system lint types
 	$(PY) -m pytest -q
 
 # The inner loop: the tests not marked slow (< 60 s on 2 cores).
-test-fast: setup
+test-fast: setup test-system
 	$(PY) -m pytest -q -m "not slow"
 
 lint: setup
@@ -46,7 +50,7 @@ bench: setup
 	$(PY) benchmarks/joint_quality.py --config mel80-16k
 	$(PY) benchmarks/phase_quality.py
 
-# Reproduce the shipped weights (training corpora, stores, training; ~15 min per config).
+# Reproduce the shipped weights (training corpora, stores, training; ~3.5 h on one thread).
 train-weights: setup
 	bash scripts/train-weights.sh
 

@@ -90,39 +90,60 @@ def manifest(
 
 @app.command()
 def prepare(
-    corpus: str = typer.Argument(..., help="pocketsphinx (test/demo corpus), asterisk or kde "
-                                 "(training: asterisk G.722 prompts; klettres + ktuberling words), "
+    corpus: str = typer.Argument(..., help="pocketsphinx (test/demo corpus); asterisk, kde or "
+                                 "festival (training: asterisk G.722 prompts; klettres + ktuberling "
+                                 "words; festival diphone voices reading the asterisk prompts); "
                                  "or speed (perturbed copies of --manifest)."),
     out: Path = typer.Option(Path("data"), "--out", "-o",
-                             help="pocketsphinx: manifest path; asterisk/kde: folder for manifests (+ wavs)."),
+                             help="pocketsphinx: manifest path; otherwise a folder for manifests (+ wavs)."),
     languages: str = typer.Option("en,fr,es", help="asterisk: comma-separated languages."),
     manifest: Optional[Path] = typer.Option(None, help="speed: the manifest to perturb."),
     factors: str = typer.Option("0.9,1.1", help="speed: comma-separated speed factors."),
+    voices: str = typer.Option("all", help="festival: comma-separated voices (kal, ked, cs-dita, "
+                               "cs-krb, cs-machac, cs-ph, fi-lj, fi-mv) or all."),
+    per_voice: int = typer.Option(300, min=1, help="festival: prompts each voice reads."),
 ) -> None:
     """Corpus recipes: locate the Debian-packaged corpora and write manifests.
-
     `speed` writes speed-perturbed copies of a manifest's utterances (Kaldi style: new pitch
-    and formants, i.e. new pseudo-speakers) with ids ID_spFACTOR.
+    and formants, i.e. new pseudo-speakers) with ids ID_spFACTOR. `festival` synthesises the
+    asterisk prompts' texts with festival's diphone voices (real speakers' diphones; needs
+    `festival`, the festvox-* packages and asterisk-core-sounds-{en,fr,es}).
     """
-    from pipeline.io.manifest import prepare_asterisk, prepare_kde, prepare_pocketsphinx, speed_perturb
+    from pipeline.io.manifest import (
+        FESTIVAL_VOICES,
+        prepare_asterisk,
+        prepare_festival,
+        prepare_kde,
+        prepare_pocketsphinx,
+        speed_perturb,
+    )
 
     try:
         if corpus == "pocketsphinx":
             path = out if out.suffix == ".jsonl" else out / "pocketsphinx.jsonl"
             utts = prepare_pocketsphinx(path)
             console.print(f"{len(utts)} utterances -> {_e(str(path))}")
-        elif corpus in ("asterisk", "kde"):
-            paths = (prepare_asterisk(out, languages.split(",")) if corpus == "asterisk"
-                     else prepare_kde(out))
+        elif corpus in ("asterisk", "kde", "festival"):
+            if corpus == "asterisk":
+                paths = prepare_asterisk(out, languages.split(","))
+            elif corpus == "kde":
+                paths = prepare_kde(out)
+            else:
+                names = list(FESTIVAL_VOICES) if voices == "all" else voices.split(",")
+                paths = prepare_festival(out, names, per_voice)
             for name, p in paths.items():
                 console.print(f"{name}: {sum(1 for _ in open(p))} utterances -> {_e(str(p))}")
+            fails = out / "festival-failures.csv"
+            if corpus == "festival" and fails.exists():
+                console.print(f"[red]some prompts could not be said[/]: {_e(str(fails))}")
+                raise typer.Exit(1)
         elif corpus == "speed":
             if manifest is None:
                 raise typer.BadParameter("prepare speed needs --manifest (the corpus to perturb)")
             p = speed_perturb(manifest, [float(f) for f in factors.split(",")], out)
             console.print(f"{sum(1 for _ in open(p))} utterances -> {_e(str(p))}")
         else:
-            _fail(f"unknown corpus {corpus!r}: choose pocketsphinx, asterisk, kde or speed")
+            _fail(f"unknown corpus {corpus!r}: choose pocketsphinx, asterisk, kde, festival or speed")
     except PipelineError as exc:
         _fail(str(exc))
 

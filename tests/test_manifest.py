@@ -1,3 +1,5 @@
+"""Manifests and corpus recipes."""
+from pathlib import Path
 
 from pipeline.io.manifest import manifest_from_folder, prepare_pocketsphinx, read_manifest
 
@@ -33,3 +35,57 @@ def test_read_manifest_errors_name_the_line(tmp_path):
     from pipeline.io.manifest import ManifestError
     with pytest.raises(ManifestError, match=r"m.jsonl:2"):
         read_manifest(p)
+
+
+def _prompt_lists(root, prompts: dict[str, str]):
+    """A stand-in for asterisk-core-sounds-{en,fr,es}'s prompt lists (the real ones: 1,564)."""
+    import gzip
+
+    for lang in ("en", "fr", "es"):
+        d = root / f"asterisk-core-sounds-{lang}"
+        d.mkdir(parents=True)
+        with gzip.open(d / f"core-sounds-{lang}.txt.gz", "wt", encoding="utf-8") as fh:
+            fh.write(f"; Core Asterisk Sounds ({lang})\n\n")
+            fh.writelines(f"{k}: {v}\n" for k, v in prompts.items())
+    return root
+
+
+def test_asterisk_prompts_fold_to_ascii_and_drop_tones(tmp_path):
+    from pipeline.io.manifest import asterisk_prompts
+
+    root = _prompt_lists(tmp_path, {"beep": "[this is a simple beep tone]",
+                                    "silence/1": "1 second of silence",
+                                    "agent-loggedoff": "Vous n'êtes plus en ligne.",
+                                    "letters/at": "at [@]", "dieze": "\"dièse\" \\ (#)"})
+    got = asterisk_prompts(root=root)
+    assert got["fr/agent-loggedoff"] == "Vous n'etes plus en ligne."
+    assert got["en/letters/at"] == "at"
+    assert got["es/dieze"] == "diese"     # no quote, backslash or bracket reaches festival
+    assert not any(k.endswith(("/beep", "/silence/1")) for k in got)
+    assert len(got) == 9
+
+
+def test_festival_recipe_synthesises_resumably(tmp_path):
+    """A real festival run (`make test` installs festival + festvox-kallpc16k): the chosen
+    prompts become non-silent 16 kHz wavs in the manifests; a rerun synthesises nothing."""
+    import numpy as np
+    import pytest
+
+    from pipeline.io.audio import load
+    from pipeline.io.manifest import ManifestError, prepare_festival
+
+    root = _prompt_lists(tmp_path / "texts", {f"p{i}": f"Please enter the number {i} now."
+                                              for i in range(8)})
+    paths = prepare_festival(tmp_path / "out", ["kal"], per_voice=5, texts=root)
+    utts = read_manifest(paths["train"]) + read_manifest(paths["val"])
+    assert len(utts) == 5 and len({u.id for u in utts}) == 5
+    assert all(u.id.startswith("kal/") and u.sample_rate == 16000 and u.duration > 1.0
+               for u in utts)
+    y = load(utts[0].path, 16000)
+    assert np.sqrt(np.mean(y ** 2)) > 0.01      # speech, not silence
+    assert not (tmp_path / "out" / "festival-failures.csv").exists()
+    mtimes = [Path(u.path).stat().st_mtime_ns for u in utts]
+    prepare_festival(tmp_path / "out", ["kal"], per_voice=5, texts=root)
+    assert [Path(u.path).stat().st_mtime_ns for u in utts] == mtimes
+    with pytest.raises(ManifestError, match="unknown festival voice 'xx'.*kal"):
+        prepare_festival(tmp_path / "out", ["xx"], texts=root)

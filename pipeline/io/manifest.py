@@ -341,3 +341,118 @@ def speed_perturb(manifest: str | Path, factors: Iterable[float], out_dir: str |
         out.append(Utterance(f"{u.id}_sp{f:g}", str(d), meta["sample_rate"], meta["channels"],
                              meta["num_samples"], meta["duration"]))
     return write_manifest(out, out_dir / "speed.jsonl")
+
+
+# Festival diphone voices (issue 18: more speakers). name -> (festival voice, Debian package).
+# Real speakers' diphones, resynthesised; they read the asterisk prompts' texts (ASCII-folded:
+# the Czech and Finnish voices read them with their own letter-to-sound rules). Not offered:
+# festvox-ru (reads Cyrillic only; Russian is issue 18's held-out language) and the Indic
+# *-nsk voices (Debian's packages lack their phone sets: "could not open file hindi_phones.scm").
+FESTIVAL_VOICES = {"kal": ("kal_diphone", "festvox-kallpc16k"),
+                   "ked": ("ked_diphone", "festvox-kdlpc16k"),
+                   "cs-dita": ("czech_dita", "festvox-czech-dita"),
+                   "cs-krb": ("czech_krb", "festvox-czech-krb"),
+                   "cs-machac": ("czech_machac", "festvox-czech-machac"),
+                   "cs-ph": ("czech_ph", "festvox-czech-ph"),
+                   "fi-lj": ("suo_fi_lj_diphone", "festvox-suopuhe-lj"),
+                   "fi-mv": ("hy_fi_mv_diphone", "festvox-suopuhe-mv")}
+FESTIVAL_DIR = Path("/usr/share/festival/voices")
+PROMPT_TEXTS = Path("/usr/share/doc")   # asterisk-core-sounds-LANG/core-sounds-LANG.txt.gz
+
+
+def asterisk_prompts(languages: Iterable[str] = ("en", "fr", "es"), root: Path = PROMPT_TEXTS
+                     ) -> dict[str, str]:
+    """``{"<lang>/<prompt id>": text}`` from the asterisk-core-sounds-LANG packages' prompt
+    lists, ASCII-folded, without tone descriptions (``[beep]``) and bracketed symbols."""
+    import gzip
+    import re
+    import unicodedata
+
+    prompts = {}
+    for lang in languages:
+        path = root / f"asterisk-core-sounds-{lang}" / f"core-sounds-{lang}.txt.gz"
+        if not path.is_file():
+            raise ManifestError(f"{path} not found: install the Debian package with "
+                                f"`apt-get install asterisk-core-sounds-{lang}`")
+        for line in gzip.open(path, "rt", encoding="utf-8"):
+            pid, sep, text = line.partition(":")
+            if line.startswith(";") or not sep or pid.startswith("silence/"):
+                continue
+            text = unicodedata.normalize("NFKD", re.sub(r"\[[^]]*\]", " ", text))
+            text = re.sub(r"[^A-Za-z0-9.,?!' -]", " ", text.encode("ascii", "ignore").decode())
+            text = " ".join(text.split())
+            if re.search(r"[A-Za-z0-9]", text):
+                prompts[f"{lang}/{pid.strip()}"] = text
+    return prompts
+
+
+def _festival_voice(voice: str, jobs_list: list[tuple[str, Path]]) -> None:
+    """Synthesise ``(text, wav)`` pairs with one festival process; each wav is written under a
+    temporary name and renamed, so an interrupted run leaves no truncated file."""
+    lines = [f"(voice_{voice})"]
+    for text, dst in jobs_list:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name("." + dst.name + ".tmp.wav")
+        lines.append(f'(unwind-protect (utt.save.wave (utt.synth (Utterance Text "{text}")) '
+                     f'"{tmp}" \'riff) nil)')
+    proc = subprocess.run(["festival", "--pipe"], input="\n".join(lines) + "\n",
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ManifestError(f"festival failed for voice {voice}: {proc.stderr.strip()[-300:]}")
+    for _, dst in jobs_list:
+        tmp = dst.with_name("." + dst.name + ".tmp.wav")
+        if tmp.exists():
+            os.replace(tmp, dst)
+
+
+def prepare_festival(out_dir: str | Path, voices: Iterable[str] = tuple(FESTIVAL_VOICES),
+                     per_voice: int = 300, val_fraction: float = 0.05, jobs: int = 2,
+                     min_duration: float = 0.3, texts: Path = PROMPT_TEXTS) -> dict[str, Path]:
+    """Synthesised speech of the festival diphone voices: each reads ``per_voice`` asterisk
+    prompts (en/fr/es texts; a fixed, voice-dependent choice). Writes
+    ``out_dir/wav/<voice>/<lang>/<prompt>.wav`` (kept when present: resumable),
+    ``festival-train.jsonl``, ``festival-val.jsonl`` and, for prompts a voice could not say,
+    ``festival-failures.csv``. Needs ``festival``, the voices' Debian packages and
+    asterisk-core-sounds-{en,fr,es} (the texts; ``texts``: their folder)."""
+    from pipeline.io.results import write_failures
+
+    if shutil.which("festival") is None:
+        raise ManifestError("festival not found: `apt-get install festival` and the voices' "
+                            "packages (festvox-...)")
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prompts = asterisk_prompts(root=texts)
+    work: dict[str, list[tuple[str, Path]]] = {}
+    ids: list[tuple[str, Path]] = []
+    for name in voices:
+        if name not in FESTIVAL_VOICES:
+            raise ManifestError(f"unknown festival voice {name!r}; known: {sorted(FESTIVAL_VOICES)}")
+        voice, package = FESTIVAL_VOICES[name]
+        if not any(FESTIVAL_DIR.glob(f"*/{voice}")):
+            raise ManifestError(f"festival voice {voice} not found under {FESTIVAL_DIR}: "
+                                f"`apt-get install {package}`")
+        # the choice hashes another key than split_of's (the id), or the chosen would all be val
+        chosen = sorted(prompts, key=lambda p: hashlib.sha1(f"pick {name} {p}".encode()).hexdigest())
+        for pid in sorted(chosen[:per_voice]):
+            dst = out_dir / "wav" / name / f"{pid}.wav"
+            ids.append((f"{name}/{pid}", dst))
+            if not dst.exists():
+                work.setdefault(voice, []).append((prompts[pid].replace('"', ""), dst))
+    with ThreadPoolExecutor(jobs) as pool:
+        list(pool.map(lambda vw: _festival_voice(*vw), work.items()))
+    utts: list[Utterance] = []
+    fails: list[Failure] = []
+    for uid, dst in ids:
+        if not dst.exists():
+            fails.append(Failure(uid, str(dst), "prepare", "festival could not say this prompt"))
+            continue
+        u, f = describe(dst, uid)
+        if u is not None and (u.duration or 0) >= min_duration:
+            utts.append(u)
+        elif f is not None:
+            fails.append(f)
+    write_failures(fails, out_dir / "festival-failures.csv")
+    splits: dict[str, list[Utterance]] = {"train": [], "val": []}
+    for u in utts:
+        splits[split_of(u.id, val_fraction)].append(u)
+    return {name: write_manifest(us, out_dir / f"festival-{name}.jsonl") for name, us in splits.items()}
