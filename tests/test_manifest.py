@@ -1,7 +1,22 @@
 """Manifests and corpus recipes."""
+import gzip
+import os
+import stat
 from pathlib import Path
 
-from pipeline.io.manifest import manifest_from_folder, prepare_pocketsphinx, read_manifest
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pipeline.io.audio import load, write_wav
+from pipeline.io.manifest import (
+    ManifestError,
+    asterisk_prompts,
+    manifest_from_folder,
+    prepare_festival,
+    prepare_pocketsphinx,
+    read_manifest,
+)
 
 
 def test_pocketsphinx_recipe_matches_committed_manifest(tmp_path, corpus_manifest):
@@ -15,8 +30,6 @@ def test_pocketsphinx_recipe_matches_committed_manifest(tmp_path, corpus_manifes
 
 
 def test_manifest_ids_are_relative_paths(tmp_path):
-    import numpy as np
-    import soundfile as sf
     (tmp_path / "a b" / "ü").mkdir(parents=True)
     sf.write(tmp_path / "a b" / "ü" / "x 1.wav", np.zeros(1600, np.float32) + 0.1, 16000)
     sf.write(tmp_path / "top.flac", np.zeros(800, np.float32) + 0.1, 8000)
@@ -30,17 +43,12 @@ def test_manifest_ids_are_relative_paths(tmp_path):
 def test_read_manifest_errors_name_the_line(tmp_path):
     p = tmp_path / "m.jsonl"
     p.write_text('{"id": "a", "path": "/x.wav"}\nnot json\n')
-    import pytest
-
-    from pipeline.io.manifest import ManifestError
     with pytest.raises(ManifestError, match=r"m.jsonl:2"):
         read_manifest(p)
 
 
 def _prompt_lists(root, prompts: dict[str, str]):
     """A stand-in for asterisk-core-sounds-{en,fr,es}'s prompt lists (the real ones: 1,564)."""
-    import gzip
-
     for lang in ("en", "fr", "es"):
         d = root / f"asterisk-core-sounds-{lang}"
         d.mkdir(parents=True)
@@ -51,8 +59,6 @@ def _prompt_lists(root, prompts: dict[str, str]):
 
 
 def test_asterisk_prompts_fold_to_ascii_and_drop_tones(tmp_path):
-    from pipeline.io.manifest import asterisk_prompts
-
     root = _prompt_lists(tmp_path, {"beep": "[this is a simple beep tone]",
                                     "silence/1": "1 second of silence",
                                     "agent-loggedoff": "Vous n'êtes plus en ligne.",
@@ -68,12 +74,6 @@ def test_asterisk_prompts_fold_to_ascii_and_drop_tones(tmp_path):
 def test_festival_recipe_synthesises_resumably(tmp_path):
     """A real festival run (`make test` installs festival + festvox-kallpc16k): the chosen
     prompts become non-silent 16 kHz wavs in the manifests; a rerun synthesises nothing."""
-    import numpy as np
-    import pytest
-
-    from pipeline.io.audio import load
-    from pipeline.io.manifest import ManifestError, prepare_festival
-
     root = _prompt_lists(tmp_path / "texts", {f"p{i}": f"Please enter the number {i} now."
                                               for i in range(8)})
     paths = prepare_festival(tmp_path / "out", ["kal"], per_voice=5, texts=root)
@@ -89,3 +89,29 @@ def test_festival_recipe_synthesises_resumably(tmp_path):
     assert [Path(u.path).stat().st_mtime_ns for u in utts] == mtimes
     with pytest.raises(ManifestError, match="unknown festival voice 'xx'.*kal"):
         prepare_festival(tmp_path / "out", ["xx"], texts=root)
+
+
+def test_festival_recipe_keeps_what_a_dying_festival_finished(tmp_path, monkeypatch):
+    """festival dies after writing two wavs: the first is kept, the second (perhaps cut short)
+    dropped; the rest are failures naming festival's error, and a rerun can finish them."""
+    src = tmp_path / "one.wav"
+    write_wav(src, (0.1 * np.sin(np.arange(16000) * 0.1)).astype(np.float32), 16000)
+    fake = tmp_path / "bin" / "festival"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\ngrep -o '\"/[^\"]*tmp.wav\"' | tr -d '\"' | head -2 | "
+                    f"while read f; do cp {src} \"$f\"; done\necho 'segfault' >&2\nexit 139\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    path = os.environ["PATH"]
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{path}")
+    root = _prompt_lists(tmp_path / "texts", {f"p{i}": f"Number {i}." for i in range(4)})
+    paths = prepare_festival(tmp_path / "out", ["kal"], per_voice=4, texts=root)
+    kept = read_manifest(paths["train"]) + read_manifest(paths["val"])
+    assert len(kept) == 1
+    rows = (tmp_path / "out" / "festival-failures.csv").read_text().splitlines()
+    assert len(rows) == 4 and all("festival (voice kal_diphone) failed: segfault" in r
+                                  for r in rows[1:])
+    assert not list((tmp_path / "out").rglob("*.tmp.wav"))
+    monkeypatch.setenv("PATH", path)                 # the real festival finishes the rest
+    paths = prepare_festival(tmp_path / "out", ["kal"], per_voice=4, texts=root)
+    assert len(read_manifest(paths["train"]) + read_manifest(paths["val"])) == 4
+    assert not (tmp_path / "out" / "festival-failures.csv").exists()

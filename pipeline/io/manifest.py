@@ -386,23 +386,29 @@ def asterisk_prompts(languages: Iterable[str] = ("en", "fr", "es"), root: Path =
     return prompts
 
 
-def _festival_voice(voice: str, jobs_list: list[tuple[str, Path]]) -> None:
+def _festival_voice(voice: str, jobs_list: list[tuple[str, Path]]) -> str | None:
     """Synthesise ``(text, wav)`` pairs with one festival process; each wav is written under a
-    temporary name and renamed, so an interrupted run leaves no truncated file."""
+    temporary name and renamed, so an interrupted run leaves no truncated file. A prompt
+    festival cannot say is skipped; if festival itself dies, what it finished is kept (the
+    file it was writing is dropped) and its error is returned."""
     lines = [f"(voice_{voice})"]
+    tmps = []
     for text, dst in jobs_list:
         dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name("." + dst.name + ".tmp.wav")
+        tmps.append(dst.with_name("." + dst.name + ".tmp.wav"))
+        tmps[-1].unlink(missing_ok=True)     # a crashed run's leftover
         lines.append(f'(unwind-protect (utt.save.wave (utt.synth (Utterance Text "{text}")) '
-                     f'"{tmp}" \'riff) nil)')
+                     f'"{tmps[-1]}" \'riff) nil)')
     proc = subprocess.run(["festival", "--pipe"], input="\n".join(lines) + "\n",
                           capture_output=True, text=True)
+    done = [(tmp, dst) for tmp, (_, dst) in zip(tmps, jobs_list) if tmp.exists()]
+    if proc.returncode != 0 and done:
+        done.pop()[0].unlink()          # possibly cut short
+    for tmp, dst in done:
+        os.replace(tmp, dst)
     if proc.returncode != 0:
-        raise ManifestError(f"festival failed for voice {voice}: {proc.stderr.strip()[-300:]}")
-    for _, dst in jobs_list:
-        tmp = dst.with_name("." + dst.name + ".tmp.wav")
-        if tmp.exists():
-            os.replace(tmp, dst)
+        return f"festival (voice {voice}) failed: {proc.stderr.strip()[-300:]}"
+    return None
 
 
 def prepare_festival(out_dir: str | Path, voices: Iterable[str] = tuple(FESTIVAL_VOICES),
@@ -439,12 +445,13 @@ def prepare_festival(out_dir: str | Path, voices: Iterable[str] = tuple(FESTIVAL
             if not dst.exists():
                 work.setdefault(voice, []).append((prompts[pid].replace('"', ""), dst))
     with ThreadPoolExecutor(jobs) as pool:
-        list(pool.map(lambda vw: _festival_voice(*vw), work.items()))
+        errors = dict(zip(work, pool.map(lambda vw: _festival_voice(*vw), work.items())))
     utts: list[Utterance] = []
     fails: list[Failure] = []
     for uid, dst in ids:
         if not dst.exists():
-            fails.append(Failure(uid, str(dst), "prepare", "festival could not say this prompt"))
+            why = errors.get(FESTIVAL_VOICES[uid.split("/")[0]][0])
+            fails.append(Failure(uid, str(dst), "prepare", why or "festival could not say this prompt"))
             continue
         u, f = describe(dst, uid)
         if u is not None and (u.duration or 0) >= min_duration:
