@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
@@ -363,7 +363,8 @@ PROMPT_TEXTS = Path("/usr/share/doc")   # asterisk-core-sounds-LANG/core-sounds-
 def asterisk_prompts(languages: Iterable[str] = ("en", "fr", "es"), root: Path = PROMPT_TEXTS
                      ) -> dict[str, str]:
     """``{"<lang>/<prompt id>": text}`` from the asterisk-core-sounds-LANG packages' prompt
-    lists, ASCII-folded, without tone descriptions (``[beep]``) and bracketed symbols."""
+    lists, ASCII-folded, without tone descriptions (``[beep]``) and bracketed symbols; letters,
+    digits and ``.,?!' -`` only (safe inside a Scheme string)."""
     import gzip
     import re
     import unicodedata
@@ -413,7 +414,8 @@ def _festival_voice(voice: str, jobs_list: list[tuple[str, Path]]) -> str | None
 
 def prepare_festival(out_dir: str | Path, voices: Iterable[str] = tuple(FESTIVAL_VOICES),
                      per_voice: int = 300, val_fraction: float = 0.05, jobs: int = 2,
-                     min_duration: float = 0.3, texts: Path = PROMPT_TEXTS) -> dict[str, Path]:
+                     min_duration: float = 0.3, texts: Path = PROMPT_TEXTS, progress: bool = True
+                     ) -> dict[str, Path]:
     """Synthesised speech of the festival diphone voices: each reads ``per_voice`` asterisk
     prompts (en/fr/es texts; a fixed, voice-dependent choice). Writes
     ``out_dir/wav/<voice>/<lang>/<prompt>.wav`` (kept when present: resumable),
@@ -421,6 +423,7 @@ def prepare_festival(out_dir: str | Path, voices: Iterable[str] = tuple(FESTIVAL
     ``festival-failures.csv``. Needs ``festival``, the voices' Debian packages and
     asterisk-core-sounds-{en,fr,es} (the texts; ``texts``: their folder)."""
     from pipeline.io.results import write_failures
+    from pipeline.parallel.tasks import progress_bar
 
     if shutil.which("festival") is None:
         raise ManifestError("festival not found: `apt-get install festival` and the voices' "
@@ -443,9 +446,14 @@ def prepare_festival(out_dir: str | Path, voices: Iterable[str] = tuple(FESTIVAL
             dst = out_dir / "wav" / name / f"{pid}.wav"
             ids.append((f"{name}/{pid}", dst))
             if not dst.exists():
-                work.setdefault(voice, []).append((prompts[pid].replace('"', ""), dst))
-    with ThreadPoolExecutor(jobs) as pool:
-        errors = dict(zip(work, pool.map(lambda vw: _festival_voice(*vw), work.items())))
+                work.setdefault(voice, []).append((prompts[pid], dst))
+    errors: dict[str, str | None] = {}
+    with ThreadPoolExecutor(jobs) as pool, progress_bar(disable=not progress) as bar:
+        task = bar.add_task("festival voices", total=len(work))
+        futures = {pool.submit(_festival_voice, v, w): v for v, w in work.items()}
+        for fut in as_completed(futures):
+            errors[futures[fut]] = fut.result()
+            bar.update(task, advance=1)
     utts: list[Utterance] = []
     fails: list[Failure] = []
     for uid, dst in ids:
