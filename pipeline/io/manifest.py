@@ -248,6 +248,17 @@ def split_of(uid: str, val_fraction: float) -> str:
     return "val" if h < val_fraction else "train"
 
 
+def _write_splits(utts: list[Utterance], out_dir: Path, corpus: str, val_fraction: float,
+                  min_duration: float) -> dict[str, Path]:
+    """A recipe's end: utterances of at least ``min_duration`` s split by ``split_of`` into
+    ``out_dir/<corpus>-train.jsonl`` and ``<corpus>-val.jsonl``."""
+    splits: dict[str, list[Utterance]] = {"train": [], "val": []}
+    for u in utts:
+        if (u.duration or 0) >= min_duration:
+            splits[split_of(u.id, val_fraction)].append(u)
+    return {name: write_manifest(us, out_dir / f"{corpus}-{name}.jsonl") for name, us in splits.items()}
+
+
 def prepare_asterisk(out_dir: str | Path, languages: Iterable[str] = ("en", "fr", "es"),
                      root: Path = ASTERISK_DIR, val_fraction: float = 0.05,
                      min_duration: float = 0.3, jobs: int = 4) -> dict[str, Path]:
@@ -273,11 +284,7 @@ def prepare_asterisk(out_dir: str | Path, languages: Iterable[str] = ("en", "fr"
     with ThreadPoolExecutor(jobs) as pool:
         list(pool.map(lambda sd: _decode_g722(*sd), jobs_list))
     utts, fails = manifest_from_paths([d for _, d in jobs_list], out_dir / "wav")
-    utts = [u for u in utts if (u.duration or 0) >= min_duration]
-    splits: dict[str, list[Utterance]] = {"train": [], "val": []}
-    for u in utts:
-        splits[split_of(u.id, val_fraction)].append(u)
-    return {name: write_manifest(us, out_dir / f"asterisk-{name}.jsonl") for name, us in splits.items()}
+    return _write_splits(utts, out_dir, "asterisk", val_fraction, min_duration)
 
 
 def prepare_kde(out_dir: str | Path, val_fraction: float = 0.05, min_duration: float = 0.3
@@ -298,12 +305,7 @@ def prepare_kde(out_dir: str | Path, val_fraction: float = 0.05, min_duration: f
             utts.append(u)
         elif f is not None:
             fails.append(f)
-    utts = [u for u in utts if (u.duration or 0) >= min_duration]
-    out_dir = Path(out_dir)
-    splits: dict[str, list[Utterance]] = {"train": [], "val": []}
-    for u in utts:
-        splits[split_of(u.id, val_fraction)].append(u)
-    return {name: write_manifest(us, out_dir / f"kde-{name}.jsonl") for name, us in splits.items()}
+    return _write_splits(utts, Path(out_dir), "kde", val_fraction, min_duration)
 
 
 def speed_perturb(manifest: str | Path, factors: Iterable[float], out_dir: str | Path,
@@ -432,7 +434,7 @@ def prepare_festival(out_dir: str | Path, voices: Iterable[str] = tuple(FESTIVAL
     out_dir.mkdir(parents=True, exist_ok=True)
     prompts = asterisk_prompts(root=texts)
     work: dict[str, list[tuple[str, Path]]] = {}
-    ids: list[tuple[str, Path]] = []
+    ids: list[tuple[str, str, Path]] = []     # (id, festival voice, wav)
     for name in voices:
         if name not in FESTIVAL_VOICES:
             raise ManifestError(f"unknown festival voice {name!r}; known: {sorted(FESTIVAL_VOICES)}")
@@ -444,7 +446,7 @@ def prepare_festival(out_dir: str | Path, voices: Iterable[str] = tuple(FESTIVAL
         chosen = sorted(prompts, key=lambda p: hashlib.sha1(f"pick {name} {p}".encode()).hexdigest())
         for pid in sorted(chosen[:per_voice]):
             dst = out_dir / "wav" / name / f"{pid}.wav"
-            ids.append((f"{name}/{pid}", dst))
+            ids.append((f"{name}/{pid}", voice, dst))
             if not dst.exists():
                 work.setdefault(voice, []).append((prompts[pid], dst))
     errors: dict[str, str | None] = {}
@@ -456,18 +458,15 @@ def prepare_festival(out_dir: str | Path, voices: Iterable[str] = tuple(FESTIVAL
             bar.update(task, advance=1)
     utts: list[Utterance] = []
     fails: list[Failure] = []
-    for uid, dst in ids:
+    for uid, voice, dst in ids:
         if not dst.exists():
-            why = errors.get(FESTIVAL_VOICES[uid.split("/")[0]][0])
-            fails.append(Failure(uid, str(dst), "prepare", why or "festival could not say this prompt"))
+            why = errors.get(voice) or "festival could not say this prompt"
+            fails.append(Failure(uid, str(dst), "prepare", why))
             continue
         u, f = describe(dst, uid)
-        if u is not None and (u.duration or 0) >= min_duration:
+        if u is not None:
             utts.append(u)
         elif f is not None:
             fails.append(f)
     write_failures(fails, out_dir / "festival-failures.csv")
-    splits: dict[str, list[Utterance]] = {"train": [], "val": []}
-    for u in utts:
-        splits[split_of(u.id, val_fraction)].append(u)
-    return {name: write_manifest(us, out_dir / f"festival-{name}.jsonl") for name, us in splits.items()}
+    return _write_splits(utts, out_dir, "festival", val_fraction, min_duration)
