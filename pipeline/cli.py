@@ -570,6 +570,11 @@ def train_invert(
                                        "weights (a name in weights/ or a .pt path); the "
                                        "architecture is theirs (--channels, --backbone, --depth "
                                        "and --kernel are ignored), --refine is this run's."),
+    adv: float = typer.Option(0.0, "--adv", help="Weight of an adversarial term: a 2-D "
+                              "discriminator on the low band's log-magnitude rewards sharp "
+                              "harmonics (0: none)."),
+    adv_hz: float = typer.Option(2000.0, "--adv-hz", help="The discriminator sees the "
+                                 "magnitude below this frequency (Hz)."),
     seed: int = typer.Option(0),
     quiet: Quiet = False,
 ) -> None:
@@ -582,7 +587,7 @@ def train_invert(
         card = run(train, val, out, TrainConfig(epochs=epochs, steps_per_epoch=steps,
                    batch_size=batch_size, crop=crop, lr=lr, patience=patience, seed=seed,
                    loss_floor=loss_floor, ema=ema, gain_db=gain_db, threads=threads,
-                   over_weight=over_weight, init=init or ""),
+                   over_weight=over_weight, init=init or "", adv=adv, adv_hz=adv_hz),
                    ModelConfig(channels=channels, backbone=backbone, depth=depth, kernel=kernel,
                                refine=refine),
                    progress=not quiet)

@@ -37,6 +37,8 @@ class TrainConfig:
     gain_db: float = 0.0   # level augmentation: each crop scaled by a gain uniform in +-gain_db
     over_weight: float = 1.0   # log errors above the truth weigh this much more than below
     init: str = ""   # a fine-tune: start from these weights, in their architecture
+    adv: float = 0.0   # weight of the adversarial term (train.adversarial); 0: none
+    adv_hz: float = 2000.0   # the discriminator sees the magnitude below this frequency
 
 
 def load_frames(store: Store, min_frames: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]], list[str]]:
@@ -182,8 +184,14 @@ def train_invert(train_store: str | Path, val_store: str | Path, out: str | Path
     loop = LoopConfig(epochs=tc.epochs, steps_per_epoch=tc.steps_per_epoch, lr=tc.lr,
                       weight_decay=1e-4, schedule="cosine", ema=tc.ema, patience=tc.patience,
                       seed=tc.seed, threads=tc.threads)
+    adversary = None
+    if tc.adv:
+        from pipeline.train.adversarial import Adversary
+        bins = int(round(tc.adv_hz * cfg.n_fft / cfg.sample_rate)) + 1
+        adversary = Adversary(bins, tc.loss_floor, seed=tc.seed)
     trainer = Trainer(model, out, loop, {"model": asdict(mc), "train": {**asdict(tc), "epochs": None},
-                                         "store": str(train_store)}, label="train invert")
+                                         "store": str(train_store)}, label="train invert",
+                      extra={"adversary": adversary} if adversary else None)
     fl = tc.loss_floor
     ov = tc.over_weight
     baselines = {"pinv": evaluate(pinv, cfg, vmel, vmag, vspans, floor=fl, over=ov),
@@ -195,7 +203,11 @@ def train_invert(train_store: str | Path, val_store: str | Path, out: str | Path
         m, g = crops(gen, tc.batch_size)
         if tc.gain_db:
             m, g = level_augment(m, g, cfg, tc.gain_db, gen)
-        return loss_fn(model(m), g, fl, ov)
+        log_pred = model(m)
+        loss = loss_fn(log_pred, g, fl, ov)
+        if adversary is not None:
+            loss = loss + tc.adv * adversary.generator_loss(log_pred.exp(), g)
+        return loss
 
     fitted = trainer.fit(step, lambda net: evaluate(net, cfg, vmel, vmag, vspans, floor=fl, over=ov),
                          progress)
