@@ -27,6 +27,7 @@ import argparse
 
 import numpy as np
 import torch
+from postnet2d import zero_output_conv
 from torch import nn
 
 from pipeline.algorithms.invert import log_pinv
@@ -57,10 +58,7 @@ class LowBand2D(nn.Module):
             d = 1 + i % dilation
             convs += [nn.Conv2d(channels, channels, k, padding=(1, d * (kernel // 2)),
                                 dilation=(1, d)), nn.GELU()]
-        last = nn.Conv2d(channels, 1, (3, 3), padding=1)
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)  # type: ignore[arg-type]
-        self.net = nn.Sequential(*convs, last)
+        self.net = nn.Sequential(*convs, zero_output_conv(channels))
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -33,6 +33,14 @@ from pipeline.train.invert import CropSampler, evaluate, load_frames, loss_fn
 from pipeline.train.trainer import LoopConfig, Trainer
 
 
+def zero_output_conv(channels: int) -> nn.Conv2d:
+    """A 3x3 conv to one channel, zero-initialised: a residual net that starts as identity."""
+    last = nn.Conv2d(channels, 1, 3, padding=1)
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)  # type: ignore[arg-type]
+    return last
+
+
 class PostNet2D(nn.Module):
     """Frozen inverter, then ``log-mag + net2d(log-mag)``, bounded by the mel like the
     inverter. The 2-D net: 3x3 convs over (frequency, time), dilations over frequency cycled
@@ -47,10 +55,7 @@ class PostNet2D(nn.Module):
         for i in range(layers):
             d = 2 ** (i % 4)
             convs += [nn.Conv2d(channels, channels, 3, padding=(d, 1), dilation=(d, 1)), nn.GELU()]
-        last = nn.Conv2d(channels, 1, 3, padding=1)
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)  # type: ignore[arg-type]
-        self.net = nn.Sequential(*convs, last)
+        self.net = nn.Sequential(*convs, zero_output_conv(channels))
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
