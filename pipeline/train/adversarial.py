@@ -41,7 +41,7 @@ class SpectrogramDiscriminator(nn.Module):
 
 
 class Adversary:
-    """The discriminator on bins ``[0, bins)`` of ``log(magnitude + floor)`` and its Adam."""
+    """The discriminator on bins ``[0, bins)`` of ``log(magnitude + floor)`` and its AdamW."""
 
     def __init__(self, bins: int, floor: float, lr: float = 2e-4, channels: int = 16,
                  seed: int = 0):
