@@ -19,6 +19,10 @@ def test_train_checkpoints_resumes_and_exports(tmp_path, store80):
     import matplotlib.image as mpimg
     curve = mpimg.imread(out / "loss_curve.png")   # the 6 x 3.5 in figure at 100 dpi, not blank
     assert (out / "checkpoint.pt").exists() and curve.shape[:2] == (350, 600)
+    # the settings a resume must match leave out --adv at its default, as checkpoints
+    # written before the option did
+    settings = json.loads(torch.load(out / "checkpoint.pt", weights_only=True)["settings"])
+    assert "adv" not in settings["train"] and "adv_hz" not in settings["train"]
     assert curve[..., :3].std() > 0.05
     assert len(json.loads((out / "history.json").read_text())) == 2
     assert card["epochs_run"] == 2 and card["model"]["channels"] == 16

@@ -189,7 +189,10 @@ def train_invert(train_store: str | Path, val_store: str | Path, out: str | Path
         from pipeline.train.adversarial import Adversary
         bins = int(round(tc.adv_hz * cfg.n_fft / cfg.sample_rate)) + 1
         adversary = Adversary(bins, tc.loss_floor, seed=tc.seed)
-    trainer = Trainer(model, out, loop, {"model": asdict(mc), "train": {**asdict(tc), "epochs": None},
+    settings = {**asdict(tc), "epochs": None}
+    if not tc.adv:   # options added later, left out at their defaults: older checkpoints resume
+        del settings["adv"], settings["adv_hz"]
+    trainer = Trainer(model, out, loop, {"model": asdict(mc), "train": settings,
                                          "store": str(train_store)}, label="train invert",
                       extra={"adversary": adversary} if adversary else None)
     fl = tc.loss_floor
