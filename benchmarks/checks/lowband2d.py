@@ -15,15 +15,17 @@ post-net tried before (postnet2d.py) saw the inverter's output only, over all bi
         --train data/train-mel80-16k.zarr --val data/val-mel80-16k.zarr --out runs/x/lb2d \
         --base runs/x/s8-m80-ft/s8-m80-ft.pt [--channels 16 --layers 4 --epochs 10] \
         [--score data/ru-mel80-16k.zarr data/val-mel80-16k.zarr --seeds 6 0] [--lobes]
+    ... --speed      (the forward passes' cost only: no training)
 
 Measured (BENCHMARKS.md, tenth session; model + FGLA 100, PESQ-WB): 20 epochs, validation
 3.596 -> 3.673, held-out Russian 3.319 / 3.297 -> 3.367 / 3.346 (zero / 6 starts), test
 corpus (read after) 3.361 / 3.434 -> 3.460 / 3.485. Not in the package: the 2-D convolutions
-cut the forward pass from 201x to 31x real time (one thread).
+cut the forward pass from 433x to 88x real time (one thread, ``--speed``).
 """
 from __future__ import annotations
 
 import argparse
+import time
 
 import numpy as np
 import torch
@@ -104,6 +106,27 @@ def score(store: str, nets: dict, seeds: int) -> None:
         print(f"{store} {name}: zero {res[0]:.3f}{rnd}", flush=True)
 
 
+def speed(cfg: AudioConfig, base: PInvConvSkip, frames: int = 4000, repeat: int = 3) -> None:
+    """The forward pass alone (no refinement), one thread, 4 x 1000 frames of a random mel:
+    the net, and the net + low-band 2-D nets of a few shapes (untrained: cost only)."""
+    torch.set_num_threads(1)
+    nets = {"net": base.eval()}
+    for c, layers, dil in [(16, 4, 2), (16, 4, 1), (8, 4, 1)]:
+        nets[f"+ 2-D, {c} channels, {layers} layers, dilation {dil}"] = \
+            LowBand2D(base, cfg, c, layers, 1250.0, 7, dil).eval()
+    mel = torch.randn(4, frames // 4, cfg.n_mels) - 5
+    fps = cfg.sample_rate / cfg.hop_length
+    with torch.inference_mode():
+        for name, net in nets.items():
+            net(mel)
+            best = float("inf")
+            for _ in range(repeat):
+                t = time.perf_counter()
+                net(mel)
+                best = min(best, time.perf_counter() - t)
+            print(f"{name}: {frames / fps / best:.0f}x real time", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--train", required=True)
@@ -126,9 +149,13 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="*", default=[], help="random starts per store")
     ap.add_argument("--lobes", action="store_true", help="score with the lobe refinement after "
                     "the net (re-running a finished run only scores)")
+    ap.add_argument("--speed", action="store_true", help="only time the forward passes")
     a = ap.parse_args()
 
     tr, va = Store(a.train), Store(a.val)
+    if a.speed:
+        speed(tr.config, load_invert_model(a.base, tr.config))
+        return
     cfg = tr.config
     base = load_invert_model(a.base, cfg)
     with torch.random.fork_rng():
