@@ -570,6 +570,17 @@ def train_invert(
                                        "weights (a name in weights/ or a .pt path); the "
                                        "architecture is theirs (--channels, --backbone, --depth "
                                        "and --kernel are ignored), --refine is this run's."),
+    lowband: int = typer.Option(0, "--lowband", help="Channels of a 2-D conv net over (time, "
+                                "frequency) refining the bins below --lowband-hz (0: none). "
+                                "With --init: added to those weights and trained alone, the "
+                                "rest frozen."),
+    lowband_layers: int = typer.Option(4, "--lowband-layers", help="Its hidden layers."),
+    lowband_hz: float = typer.Option(1250.0, "--lowband-hz", help="It refines the bins below "
+                                     "this frequency (Hz, > 1000)."),
+    lowband_separable: bool = typer.Option(False, "--lowband-separable", help="Its hidden convs "
+                                           "depthwise, then 1x1 across channels (cheaper)."),
+    lowband_time_kernel: int = typer.Option(3, "--lowband-time-kernel", help="Its hidden "
+                                            "convs' extent over time (frames)."),
     adv: float = typer.Option(0.0, "--adv", help="Weight of an adversarial term: a 2-D "
                               "discriminator on the low band's log-magnitude rewards sharp "
                               "harmonics (0: none)."),
@@ -589,7 +600,9 @@ def train_invert(
                    loss_floor=loss_floor, ema=ema, gain_db=gain_db, threads=threads,
                    over_weight=over_weight, init=init or "", adv=adv, adv_hz=adv_hz),
                    ModelConfig(channels=channels, backbone=backbone, depth=depth, kernel=kernel,
-                               refine=refine),
+                               refine=refine, lowband=lowband, lowband_layers=lowband_layers,
+                               lowband_hz=lowband_hz, lowband_separable=lowband_separable,
+                               lowband_time_kernel=lowband_time_kernel),
                    progress=not quiet)
     except PipelineError as exc:
         _fail(str(exc))

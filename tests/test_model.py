@@ -101,3 +101,37 @@ def test_lobe_refinement_lifts_speech_quality_on_the_test_corpus(store80):
     kb = int(np.ceil(LobeFit().keep_hz * cfg.n_fft / cfg.sample_rate))
     assert all(np.array_equal(a[:, kb:], b[:, kb:]) for a, b in zip(m1, m0))
     assert p1 > p0 + 0.04 and s1 > s0 - 0.002
+
+
+def test_low_band_net_refines_only_the_low_bins_and_starts_as_identity(store80):
+    """Issue 18: the low-band 2-D net (models.lowband) added to the shipped inverter: untrained
+    (zero output conv) it changes nothing; trained (here: its output conv perturbed) it
+    changes the bins below its edge only, within the mel bound, and its weights load back
+    through the card."""
+    import torch
+
+    from pipeline.models.inverter import ModelConfig, PInvConvSkip
+    from pipeline.train.invert import with_low_band
+
+    cfg = load_config("mel80-16k")
+    base = load_invert_model(None, cfg)
+    net = with_low_band(load_invert_model(None, cfg), ModelConfig(lowband=8), seed=0).eval()
+    assert [n for n, p in net.named_parameters() if p.requires_grad] == \
+        [n for n, _ in net.low.named_parameters(prefix="low")]
+    mel = torch.from_numpy(np.stack([m[:200] for _, m in Store(store80).iter_utterances("mel")
+                                     if m.shape[0] >= 200]))
+    with torch.inference_mode():
+        torch.testing.assert_close(net(mel), base(mel), rtol=0, atol=0)
+    with torch.no_grad():
+        torch.nn.init.normal_(net.low.net[-1].weight, std=0.3)
+    with torch.inference_mode():
+        a, b = net(mel), base(mel)
+    nb = net.low.bins
+    assert nb == 80 and torch.equal(a[..., nb:], b[..., nb:])
+    assert (a[..., :nb] - b[..., :nb]).abs().mean() > 0.01
+    from pipeline.dsp.mel import log_magnitude_bound
+    assert (a <= log_magnitude_bound(mel, cfg)).all()
+    again = PInvConvSkip(cfg, net.hparams)
+    again.load_state_dict(net.state_dict())
+    with torch.inference_mode():
+        torch.testing.assert_close(again.eval()(mel), a, rtol=0, atol=0)

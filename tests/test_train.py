@@ -240,3 +240,30 @@ def test_adversary_updates_the_discriminator_and_passes_gradient_to_the_predicti
     assert pred.grad[..., :129].abs().sum() > 0
     assert float(pred.grad[..., 129:].abs().sum()) == 0.0   # only the low band is judged
     assert any(not torch.equal(b, p) for b, p in zip(before, adv.disc.parameters()))
+
+
+def test_low_band_stage_trains_only_the_new_net_and_resumes(tmp_path, store80):
+    """``--init W --lowband C``: the 2-D low-band net added to W and trained alone (W's
+    weights unchanged, to float16); the card records it; a run killed after its first epoch
+    resumes to the uninterrupted weights."""
+    tc = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=4, crop=32)
+    train_invert(store80, store80, tmp_path / "base", tc, ModelConfig(channels=16), progress=False)
+    base = tmp_path / "base" / "base.pt"
+    stage = TrainConfig(epochs=2, steps_per_epoch=2, batch_size=4, crop=32, lr=1e-2, ema=0,
+                        init=str(base))
+    mc = ModelConfig(lowband=4, lowband_layers=2, lowband_separable=True)
+    card = train_invert(store80, store80, tmp_path / "lb", stage, mc, progress=False)
+    assert card["model"]["lowband"] == 4 and card["model"]["channels"] == 16
+    assert card["model"]["lowband_separable"] and card["model"]["lowband_layers"] == 2
+    before, _ = W.load_state(base)
+    after, _ = W.load_state(tmp_path / "lb" / "lb.pt")
+    assert set(after) - set(before) and all(k.startswith("low.") for k in set(after) - set(before))
+    for k in before:
+        assert torch.equal(after[k], before[k]), k
+    assert any(after[k].abs().max() > 0 for k in after if k.startswith("low.net.8"))  # the zero-initialised last conv
+    # resume: 1 epoch, then the same command for 2, gives the uninterrupted run's weights
+    one = TrainConfig(**{**stage.__dict__, "epochs": 1})
+    train_invert(store80, store80, tmp_path / "lb2", one, mc, progress=False)
+    train_invert(store80, store80, tmp_path / "lb2", stage, mc, progress=False)
+    resumed, _ = W.load_state(tmp_path / "lb2" / "lb2.pt")
+    assert all(torch.equal(resumed[k], after[k]) for k in after)

@@ -6,8 +6,9 @@ a U-Net (``backbone="unet"``: two stride-2 stages, skip connections between enco
 decoder) or a stack of ConvNeXt blocks (``backbone="convnext"``: depthwise dilated convs over
 time, inverted-bottleneck MLP per frame, residual around each block, as in Vocos); its output
 is a residual added to ``p``, and the result is clamped to the largest log-magnitude the mel allows (each bin's
-energy cannot exceed what its bands hold). The model predicts the log-magnitude; the
-magnitude is its exp.
+energy cannot exceed what its bands hold). Optionally (``lowband`` channels) a 2-D conv net
+over (time, frequency) then refines the bins below ~1.25 kHz (:mod:`pipeline.models.lowband`),
+clamped again. The model predicts the log-magnitude; the magnitude is its exp.
 Shapes: mel ``[B, T, M]`` -> log-magnitude ``[B, T, F]``.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pipeline.config import AudioConfig
 from pipeline.dsp.mel import log_magnitude_bound
 from pipeline.errors import UsageError
 from pipeline.io.weights import WeightsError, load_state, pick_for, resolve
+from pipeline.models.lowband import LowBand2D
 
 LOG_FLOOR = 1e-5
 REFINES = ("", "lobes")   # what may follow the net at inference (ModelConfig.refine)
@@ -40,6 +42,11 @@ class ModelConfig:
     mult: int = 2            # convnext: width of the per-frame MLP, in channels
     dilations: tuple[int, ...] = (1, 2, 4)   # convnext: cycled over the blocks
     refine: str = ""         # after the net, at inference: "" or "lobes" (algorithms.lobes)
+    lowband: int = 0         # channels of the low-band 2-D net after the 1-D net (0: none)
+    lowband_layers: int = 4  # its hidden layers (models.lowband.LowBand2D)
+    lowband_hz: float = 1250.0       # the bins it refines: below this frequency
+    lowband_separable: bool = False  # its hidden convs depthwise + 1x1
+    lowband_time_kernel: int = 3     # its hidden convs' extent over time (frames)
 
 
 class _Block(nn.Module):
@@ -123,6 +130,11 @@ class PInvConvSkip(nn.Module):
         if model.refine not in REFINES:
             raise UsageError(f"unknown inverter refinement {model.refine!r}: "
                              + " or ".join(repr(r) for r in REFINES))
+        self.low: LowBand2D | None = None
+        if model.lowband:
+            self.low = LowBand2D(audio.sample_rate, audio.n_fft, model.lowband,
+                                 model.lowband_layers, model.lowband_hz,
+                                 model.lowband_separable, model.lowband_time_kernel)
         if model.backbone == "convnext":
             self.net = _ConvNeXt(audio.n_freq + audio.n_mels, audio.n_freq, model)
             return
@@ -142,7 +154,7 @@ class PInvConvSkip(nn.Module):
         p = log_pinv(mel, self.audio, LOG_FLOOR)                       # [B, T, F]
         x = torch.cat([p / SCALE, mel.clamp_min(-20) / SCALE], -1).transpose(1, 2)
         if self.hparams.backbone == "convnext":
-            return self._bound(p + SCALE * self.net(x), mel)
+            return self._finish(p + SCALE * self.net(x), p, mel)
         # up to 2^depth - 1 copies of the last frame, in one contiguous copy (the "replicate"
         # pad's kernel on this transposed view was 6 % of the forward pass)
         pad = (-T) % (2 ** len(self.down))
@@ -157,7 +169,16 @@ class PInvConvSkip(nn.Module):
             h = nn.functional.interpolate(h, size=s.shape[-1], mode="nearest")
             h = blk(torch.cat([h, s], 1))
         res = self.out(torch.cat([h, h0], 1))[..., :T]
-        return self._bound(p + SCALE * res.transpose(1, 2), mel)
+        return self._finish(p + SCALE * res.transpose(1, 2), p, mel)
+
+    def _finish(self, out: torch.Tensor, p: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
+        """The 1-D net's log-magnitude bounded, then (if any) the low-band 2-D net's
+        refinement of it (fed ``p``, the log pseudo-inverse), bounded again."""
+        bound = log_magnitude_bound(mel, self.audio) if self.hparams.mel_bound else None
+        out = self._cap(out, bound)
+        if self.low is not None:
+            out = self._cap(self.low(out, p, SCALE), bound)
+        return out
 
     def magnitude(self, mel: torch.Tensor) -> torch.Tensor:
         """What inference uses: the magnitude (exp of :meth:`forward`), then the card's
@@ -169,11 +190,14 @@ class PInvConvSkip(nn.Module):
         return mag
 
     def _bound(self, out: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
-        if not self.hparams.mel_bound:
-            return out
+        return self._cap(out, log_magnitude_bound(mel, self.audio) if self.hparams.mel_bound
+                         else None)
+
+    def _cap(self, out: torch.Tensor, bound: torch.Tensor | None) -> torch.Tensor:
         # no bin louder than its mel bands allow: the output is exp'd, and one overshoot
         # on a loud, clipped validation file (2x at its peak) was 97 % of the corpus error
-        bound = log_magnitude_bound(mel, self.audio)
+        if bound is None:
+            return out
         if self.training and torch.is_grad_enabled():
             return _CapDown.apply(out, bound)
         return torch.minimum(out, bound)

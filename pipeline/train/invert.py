@@ -19,6 +19,7 @@ from pipeline.dsp.spectral import log_spectral_distance, spectral_convergence
 from pipeline.errors import UsageError
 from pipeline.io.store import Store
 from pipeline.models.inverter import ModelConfig, PInvConvSkip, load_invert_model
+from pipeline.models.lowband import LowBand2D
 from pipeline.train.trainer import LoopConfig, Trainer
 
 
@@ -158,6 +159,24 @@ def evaluate(model_or_method, cfg: AudioConfig, mel: np.ndarray, mag: np.ndarray
             "lsd_db": float(np.mean(lsd)), "corpus_sc": corpus_sc}
 
 
+def with_low_band(model: PInvConvSkip, mc: ModelConfig, seed: int = 0) -> PInvConvSkip:
+    """``model`` (trained) with a new low-band 2-D net of ``mc``'s shape after it, initialised
+    from ``seed``; only the new net trains (the rest frozen: a stage on top of a trained
+    inverter, issue 18)."""
+    hp = replace(model.hparams, **{k: v for k, v in asdict(mc).items() if k.startswith("lowband")})
+    new = PInvConvSkip(model.audio, hp)
+    with torch.random.fork_rng():   # the new net's initial weights follow the seed alone
+        torch.manual_seed(seed)
+        new.low = LowBand2D(model.audio.sample_rate, model.audio.n_fft, hp.lowband,
+                            hp.lowband_layers, hp.lowband_hz, hp.lowband_separable,
+                            hp.lowband_time_kernel)
+    missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("low.") for k in missing), (missing, unexpected)
+    for name, p in new.named_parameters():
+        p.requires_grad_(name.startswith("low."))
+    return new.train()
+
+
 def train_invert(train_store: str | Path, val_store: str | Path, out: str | Path,
                  train_cfg: TrainConfig | None = None, model_cfg: ModelConfig | None = None,
                  progress: bool = True, data_note: str = "") -> dict:
@@ -176,7 +195,10 @@ def train_invert(train_store: str | Path, val_store: str | Path, out: str | Path
         raise UsageError(f"{train_store}: no utterance has >= {tc.crop} frames")
     if tc.init:   # a fine-tune: the architecture is the weights'; ``refine`` is this run's
         model = load_invert_model(tc.init, cfg).train()
-        model.hparams = mc = replace(model.hparams, refine=mc.refine)
+        model.hparams = replace(model.hparams, refine=mc.refine)
+        if mc.lowband and not model.hparams.lowband:
+            model = with_low_band(model, mc, tc.seed)
+        mc = model.hparams
     else:
         with torch.random.fork_rng():   # the initial weights follow the seed, not the caller's RNG
             torch.manual_seed(tc.seed)
@@ -190,9 +212,13 @@ def train_invert(train_store: str | Path, val_store: str | Path, out: str | Path
         bins = int(round(tc.adv_hz * cfg.n_fft / cfg.sample_rate)) + 1
         adversary = Adversary(bins, tc.loss_floor, seed=tc.seed)
     settings = {**asdict(tc), "epochs": None}
-    if not tc.adv:   # options added later, left out at their defaults: older checkpoints resume
+    # options added later, left out at their defaults: older checkpoints resume
+    if not tc.adv:
         del settings["adv"], settings["adv_hz"]
-    trainer = Trainer(model, out, loop, {"model": asdict(mc), "train": settings,
+    model_settings = asdict(mc)
+    if not mc.lowband:
+        model_settings = {k: v for k, v in model_settings.items() if not k.startswith("lowband")}
+    trainer = Trainer(model, out, loop, {"model": model_settings, "train": settings,
                                          "store": str(train_store)}, label="train invert",
                       extra={"adversary": adversary} if adversary else None)
     fl = tc.loss_floor
