@@ -57,7 +57,7 @@ def test_invert_stage_writes_mag_and_resumes(tmp_path, store80):
 def test_model_inversion_records_weights_digest_and_redoes_on_retrain(tmp_path, store80):
     """Each shard records the weights' sha256 (with the card's refinement: the same weights
     refined give other magnitudes); a shard inverted by other weights of the same name
-    (retrained), or without the refinement, is not taken as done."""
+    (retrained), or with another refinement, is not taken as done."""
     import shutil
 
     from pipeline.io import weights as W
@@ -67,11 +67,15 @@ def test_model_inversion_records_weights_digest_and_redoes_on_retrain(tmp_path, 
     assert invert(s, "model", progress=False).ok
     store = Store(s, "r+")
     digest = inverter_digest("invert-mel80-16k")
-    assert digest == W.read_card(W.resolve("invert-mel80-16k"))["sha256"] + "+lobes"
+    assert digest == W.read_card(W.resolve("invert-mel80-16k"))["sha256"]   # no refinement
+    state, card = W.load_state("invert-mel80-16k")
+    card["model"]["refine"] = "lobes"
+    lobed = W.save(state, card, tmp_path / "lobed.pt")
+    assert inverter_digest(lobed) == W.read_card(lobed)["sha256"] + "+lobes"
     names = store.shard_names()
     assert {store.shard_attrs(n)["mag"]["weights_sha256"] for n in names} == {digest}
     group = store.shard_group(names[0])
-    group.attrs["mag"] = {**group.attrs["mag"], "weights_sha256": digest.split("+")[0]}
+    group.attrs["mag"] = {**group.attrs["mag"], "weights_sha256": "0" * 64}   # retrained
     again = invert(s, "model", progress=False)
     assert again.skipped_shards == len(names) - 1
     assert again.done == len(store.entries(names[0]))
