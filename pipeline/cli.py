@@ -572,8 +572,9 @@ def train_invert(
                                        "and --kernel are ignored), --refine is this run's."),
     lowband: int = typer.Option(0, "--lowband", help="Channels of a 2-D conv net over (time, "
                                 "frequency) refining the bins below --lowband-hz (0: none). "
-                                "With --init: added to those weights and trained alone, the "
-                                "rest frozen."),
+                                "With --init weights that have none: added to them and "
+                                "trained alone, the rest frozen (weights that have one keep "
+                                "theirs, and everything trains)."),
     lowband_layers: int = typer.Option(4, "--lowband-layers", help="Its hidden layers."),
     lowband_hz: float = typer.Option(1250.0, "--lowband-hz", help="It refines the bins below "
                                      "this frequency (Hz, > 1000)."),
