@@ -27,9 +27,12 @@ from pipeline.errors import UsageError
 KERNEL = 7       # bins
 DILATIONS = 2    # the hidden layers' dilations over frequency cycle 1..DILATIONS
 TAPER_FROM = 1000.0   # Hz: the residual is tapered from here to the net's upper edge
+CHUNK_FRAMES = 2048   # frames per pass through the 2-D convs (see LowBand2D.forward)
 
 
 class LowBand2D(nn.Module):
+    taper: torch.Tensor
+
     def __init__(self, sample_rate: int, n_fft: int, channels: int, layers: int = 4,
                  hz: float = 1250.0, separable: bool = False, time_kernel: int = 3):
         super().__init__()
@@ -56,8 +59,15 @@ class LowBand2D(nn.Module):
         self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def forward(self, logmag: torch.Tensor, logpinv: torch.Tensor, scale: float) -> torch.Tensor:
-        """``logmag``, ``logpinv`` ``[B, T, F]`` -> ``logmag`` with the low bins refined."""
+        """``logmag``, ``logpinv`` ``[B, T, F]`` -> ``logmag`` with the low bins refined.
+
+        The utterances go through the 2-D convs a few at a time (about ``CHUNK_FRAMES``
+        frames): their activations then stay in cache (16 x 1000 frames in one pass ran at
+        half the speed: 246x vs 451x real time, 2 threads); each utterance's result is the
+        same either way."""
         nb = self.bins
         x = torch.stack([logmag[..., :nb], logpinv[..., :nb]], 1) / scale   # [B, 2, T, nb]
-        res = self.net(x.contiguous(memory_format=torch.channels_last))[:, 0]
+        per = max(1, CHUNK_FRAMES // max(1, x.shape[2]))
+        res = torch.cat([self.net(c.contiguous(memory_format=torch.channels_last))[:, 0]
+                         for c in x.split(per)])
         return torch.cat([logmag[..., :nb] + res * self.taper * scale, logmag[..., nb:]], -1)
