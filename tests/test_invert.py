@@ -155,6 +155,19 @@ def test_lobe_fit_finds_the_harmonics_of_a_voiced_frame():
         assert lo[p] > 1.5 * lo[p + 4] and lo[p] > 1.5 * lo[p - 3]
 
 
+def test_bad_low_band_shapes_are_refused_in_words():
+    """``--lowband-*`` values that would build a net whose output misses frames or bins."""
+    from pipeline.errors import UsageError
+    from pipeline.models.inverter import ModelConfig, PInvConvSkip
+    cfg = load_config("mel80-16k")
+    for bad, words in [({"lowband_time_kernel": 2}, "odd time kernel"),
+                       ({"lowband": -4}, ">= 1 channel"),
+                       ({"lowband_hz": 900.0}, "upper edge"),
+                       ({"lowband_hz": 9000.0}, "Nyquist")]:
+        with pytest.raises(UsageError, match=words):
+            PInvConvSkip(cfg, ModelConfig(**{"lowband": 8, **bad}))
+
+
 def test_unknown_refinement_is_refused():
     from pipeline.errors import UsageError
     from pipeline.models.inverter import ModelConfig, PInvConvSkip

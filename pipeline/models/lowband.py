@@ -36,9 +36,13 @@ class LowBand2D(nn.Module):
     def __init__(self, sample_rate: int, n_fft: int, channels: int, layers: int = 4,
                  hz: float = 1250.0, separable: bool = False, time_kernel: int = 3):
         super().__init__()
-        if hz <= TAPER_FROM:
-            raise UsageError(f"the low-band net's upper edge ({hz:g} Hz) must be above "
-                             f"{TAPER_FROM:g} Hz")
+        if hz <= TAPER_FROM or hz >= sample_rate / 2:
+            raise UsageError(f"the low-band net's upper edge ({hz:g} Hz) must lie between "
+                             f"{TAPER_FROM:g} Hz and the Nyquist frequency ({sample_rate / 2:g} Hz)")
+        if channels < 1 or layers < 0 or time_kernel < 1 or time_kernel % 2 == 0:
+            raise UsageError(f"the low-band net needs >= 1 channel (got {channels}), >= 0 "
+                             f"hidden layers (got {layers}) and an odd time kernel (got "
+                             f"{time_kernel}), so that its output keeps the input's frames")
         self.bins = math.ceil(hz * n_fft / sample_rate)
         f = torch.arange(self.bins) * sample_rate / n_fft
         self.register_buffer("taper", ((hz - f) / (hz - TAPER_FROM)).clamp(0, 1), persistent=False)
