@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
+from _timing import best_of
 from torch import nn
 
 from pipeline.algorithms.gla import iterate
@@ -37,16 +37,6 @@ class Separable(nn.Module):
         h = a * torch.sigmoid(b)
         a, b = self.d(h).chunk(2, 1)
         return self.o(a * torch.sigmoid(b))
-
-
-def best_of(fn, n=5) -> float:
-    fn()
-    out = float("inf")
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        out = min(out, time.perf_counter() - t)
-    return out
 
 
 def main():

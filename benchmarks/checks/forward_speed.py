@@ -7,9 +7,9 @@ passes, at 16 x 1000 frames and at the 1000-frame batches ``pipeline invert`` ma
 from __future__ import annotations
 
 import sys
-import time
 
 import torch
+from _timing import best_of
 
 from pipeline.config import load_config
 from pipeline.models.inverter import load_invert_model
@@ -24,12 +24,7 @@ def main() -> None:
         for b, t in [(16, 1000), (4, 250), (1, 1000)]:
             x = torch.randn(b, t, cfg.n_mels) - 4
             with torch.inference_mode():
-                m(x)
-                best = float("inf")
-                for _ in range(max(3, 16000 // (b * t))):
-                    t0 = time.perf_counter()
-                    m(x)
-                    best = min(best, time.perf_counter() - t0)
+                best = best_of(lambda: m(x), max(3, 16000 // (b * t)))
             print(f"{w or 'shipped'}: {b} x {t} frames: {b * t / fps / best:.0f}x real time")
 
 

@@ -29,10 +29,10 @@ over frequency only), 30 epochs, in ``channels_last``: validation 3.656, Russian
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
+from _timing import best_of
 from postnet2d import zero_output_conv
 from torch import nn
 
@@ -136,12 +136,7 @@ def speed(cfg: AudioConfig, base: PInvConvSkip, frames: int = 4000, repeat: int 
     fps = cfg.sample_rate / cfg.hop_length
     with torch.inference_mode():
         for name, net in nets.items():
-            net(mel)
-            best = float("inf")
-            for _ in range(repeat):
-                t = time.perf_counter()
-                net(mel)
-                best = min(best, time.perf_counter() - t)
+            best = best_of(lambda: net(mel), repeat)
             print(f"{name}: {frames / fps / best:.0f}x real time", flush=True)
 
 
