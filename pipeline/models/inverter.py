@@ -49,6 +49,12 @@ class ModelConfig:
     lowband_time_kernel: int = 3     # its hidden convs' extent over time (frames)
 
 
+def low_band_net(audio: AudioConfig, model: ModelConfig) -> LowBand2D:
+    """The low-band 2-D net ``model``'s ``lowband*`` fields describe."""
+    return LowBand2D(audio.sample_rate, audio.n_fft, model.lowband, model.lowband_layers,
+                     model.lowband_hz, model.lowband_separable, model.lowband_time_kernel)
+
+
 class _Block(nn.Module):
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1):
         super().__init__()
@@ -130,11 +136,7 @@ class PInvConvSkip(nn.Module):
         if model.refine not in REFINES:
             raise UsageError(f"unknown inverter refinement {model.refine!r}: "
                              + " or ".join(repr(r) for r in REFINES))
-        self.low: LowBand2D | None = None
-        if model.lowband:
-            self.low = LowBand2D(audio.sample_rate, audio.n_fft, model.lowband,
-                                 model.lowband_layers, model.lowband_hz,
-                                 model.lowband_separable, model.lowband_time_kernel)
+        self.low = low_band_net(audio, model) if model.lowband else None
         if model.backbone == "convnext":
             self.net = _ConvNeXt(audio.n_freq + audio.n_mels, audio.n_freq, model)
             return

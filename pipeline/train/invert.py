@@ -18,8 +18,7 @@ from pipeline.config import AudioConfig
 from pipeline.dsp.spectral import log_spectral_distance, spectral_convergence
 from pipeline.errors import UsageError
 from pipeline.io.store import Store
-from pipeline.models.inverter import ModelConfig, PInvConvSkip, load_invert_model
-from pipeline.models.lowband import LowBand2D
+from pipeline.models.inverter import ModelConfig, PInvConvSkip, load_invert_model, low_band_net
 from pipeline.train.trainer import LoopConfig, Trainer
 
 
@@ -167,9 +166,7 @@ def with_low_band(model: PInvConvSkip, mc: ModelConfig, seed: int = 0) -> PInvCo
     new = PInvConvSkip(model.audio, hp)
     with torch.random.fork_rng():   # the new net's initial weights follow the seed alone
         torch.manual_seed(seed)
-        new.low = LowBand2D(model.audio.sample_rate, model.audio.n_fft, hp.lowband,
-                            hp.lowband_layers, hp.lowband_hz, hp.lowband_separable,
-                            hp.lowband_time_kernel)
+        new.low = low_band_net(model.audio, hp)
     missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
     assert not unexpected and all(k.startswith("low.") for k in missing), (missing, unexpected)
     for name, p in new.named_parameters():
