@@ -33,7 +33,6 @@ import argparse
 import numpy as np
 import torch
 from _timing import best_of
-from postnet2d import zero_output_conv
 from torch import nn
 
 from pipeline.algorithms.invert import log_pinv
@@ -42,6 +41,7 @@ from pipeline.io.audio import load
 from pipeline.io.store import Store
 from pipeline.metrics.registry import MetricError, pesq_wb
 from pipeline.models.inverter import LOG_FLOOR, SCALE, PInvConvSkip, load_invert_model
+from pipeline.models.lowband import LowBand2D as Net2D
 from pipeline.stages.invert import invert_frames
 from pipeline.stages.phase import reconstruct
 from pipeline.train.invert import CropSampler, evaluate, load_frames, loss_fn
@@ -49,6 +49,9 @@ from pipeline.train.trainer import LoopConfig, Trainer
 
 
 class LowBand2D(nn.Module):
+    """The frozen ``base`` inverter, then the package's low-band 2-D net
+    (:class:`pipeline.models.lowband.LowBand2D`, here with any kernel and dilation cycle)."""
+
     def __init__(self, base: PInvConvSkip, cfg: AudioConfig, channels: int, layers: int,
                  hz: float, kernel: int, dilation: int = 2, separable: bool = False,
                  time_kernel: int = 3):
@@ -56,35 +59,14 @@ class LowBand2D(nn.Module):
         self.base, self.cfg = base, cfg
         for p in self.base.parameters():
             p.requires_grad_(False)
-        self.nb = int(np.ceil(hz * cfg.n_fft / cfg.sample_rate))
-        f = torch.arange(self.nb) * cfg.sample_rate / cfg.n_fft
-        self.register_buffer("taper", ((hz - f) / (hz - 1000.0)).clamp(0, 1))
-        k = (3, kernel)
-        convs: list[nn.Module] = [nn.Conv2d(2, channels, k, padding=(1, kernel // 2)), nn.GELU()]
-        kt = time_kernel
-        for i in range(layers):
-            d = 1 + i % dilation
-            pad = (kt // 2, d * (kernel // 2))
-            if separable:   # depthwise (time x frequency), then pointwise across channels
-                convs += [nn.Conv2d(channels, channels, (kt, kernel), padding=pad,
-                                    dilation=(1, d), groups=channels),
-                          nn.Conv2d(channels, channels, 1), nn.GELU()]
-            else:
-                convs += [nn.Conv2d(channels, channels, (kt, kernel), padding=pad,
-                                    dilation=(1, d)), nn.GELU()]
-        # channels_last: oneDNN's layout for small-channel 2-D convs (1.6x faster at 16)
-        self.net = nn.Sequential(*convs, zero_output_conv(channels)).to(
-            memory_format=torch.channels_last)
+        self.low = Net2D(cfg.sample_rate, cfg.n_fft, channels, layers, hz, separable,
+                         time_kernel, kernel=kernel, dilations=dilation)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             lp = self.base(mel)                                   # [B, T, F]
             p = log_pinv(mel, self.cfg, LOG_FLOOR)
-        x = torch.stack([lp[..., :self.nb], p[..., :self.nb]], 1) / SCALE   # [B, 2, T, nb]
-        x = x.contiguous(memory_format=torch.channels_last)
-        res = self.net(x)[:, 0] * self.taper * SCALE
-        out = torch.cat([lp[..., :self.nb] + res, lp[..., self.nb:]], -1)
-        return self.base._bound(out, mel)
+        return self.base._bound(self.low(lp, p, SCALE), mel)
 
     lobes = False   # the lobe refinement (algorithms.lobes) after the net, at inference
 

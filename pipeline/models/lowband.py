@@ -24,8 +24,8 @@ from torch import nn
 
 from pipeline.errors import UsageError
 
-KERNEL = 7       # bins
-DILATIONS = 2    # the hidden layers' dilations over frequency cycle 1..DILATIONS
+KERNEL = 7       # bins (the inverter's; ``kernel`` for experiments)
+DILATIONS = 2    # the hidden layers' dilations over frequency cycle 1..DILATIONS (``dilations``)
 TAPER_FROM = 1000.0   # Hz: the residual is tapered from here to the net's upper edge
 CHUNK_FRAMES = 2048   # frames per pass through the 2-D convs (see LowBand2D.forward)
 
@@ -34,28 +34,33 @@ class LowBand2D(nn.Module):
     taper: torch.Tensor
 
     def __init__(self, sample_rate: int, n_fft: int, channels: int, layers: int = 4,
-                 hz: float = 1250.0, separable: bool = False, time_kernel: int = 3):
+                 hz: float = 1250.0, separable: bool = False, time_kernel: int = 3,
+                 kernel: int = KERNEL, dilations: int = DILATIONS):
         super().__init__()
         if hz <= TAPER_FROM or hz >= sample_rate / 2:
             raise UsageError(f"the low-band net's upper edge ({hz:g} Hz) must lie between "
                              f"{TAPER_FROM:g} Hz and the Nyquist frequency ({sample_rate / 2:g} Hz)")
-        if channels < 1 or layers < 0 or time_kernel < 1 or time_kernel % 2 == 0:
+        if (channels < 1 or layers < 0 or time_kernel < 1 or time_kernel % 2 == 0
+                or kernel < 1 or kernel % 2 == 0 or dilations < 1):
             raise UsageError(f"the low-band net needs >= 1 channel (got {channels}), >= 0 "
-                             f"hidden layers (got {layers}) and an odd time kernel (got "
-                             f"{time_kernel}), so that its output keeps the input's frames")
+                             f"hidden layers (got {layers}), an odd time kernel (got "
+                             f"{time_kernel}), an odd frequency kernel (got {kernel}) and "
+                             f"dilations >= 1 (got {dilations}), so that its output keeps the "
+                             "input's frames and bins")
         self.bins = math.ceil(hz * n_fft / sample_rate)
         f = torch.arange(self.bins) * sample_rate / n_fft
         self.register_buffer("taper", ((hz - f) / (hz - TAPER_FROM)).clamp(0, 1), persistent=False)
         c, kt = channels, time_kernel
-        convs: list[nn.Module] = [nn.Conv2d(2, c, (3, KERNEL), padding=(1, KERNEL // 2)), nn.GELU()]
+        k = kernel
+        convs: list[nn.Module] = [nn.Conv2d(2, c, (3, k), padding=(1, k // 2)), nn.GELU()]
         for i in range(layers):
-            d = 1 + i % DILATIONS
-            pad = (kt // 2, d * (KERNEL // 2))
+            d = 1 + i % dilations
+            pad = (kt // 2, d * (k // 2))
             if separable:
-                convs += [nn.Conv2d(c, c, (kt, KERNEL), padding=pad, dilation=(1, d), groups=c),
+                convs += [nn.Conv2d(c, c, (kt, k), padding=pad, dilation=(1, d), groups=c),
                           nn.Conv2d(c, c, 1), nn.GELU()]
             else:
-                convs += [nn.Conv2d(c, c, (kt, KERNEL), padding=pad, dilation=(1, d)), nn.GELU()]
+                convs += [nn.Conv2d(c, c, (kt, k), padding=pad, dilation=(1, d)), nn.GELU()]
         last = nn.Conv2d(c, 1, 3, padding=1)
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)  # type: ignore[arg-type]
