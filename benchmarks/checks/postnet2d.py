@@ -28,17 +28,10 @@ from torch import nn
 from pipeline.config import AudioConfig
 from pipeline.io.store import Store
 from pipeline.models.inverter import SCALE, PInvConvSkip, load_invert_model
+from pipeline.models.lowband import zero_output_conv
 from pipeline.stages.invert import invert_frames
 from pipeline.train.invert import CropSampler, evaluate, load_frames, loss_fn
 from pipeline.train.trainer import LoopConfig, Trainer
-
-
-def zero_output_conv(channels: int) -> nn.Conv2d:
-    """A 3x3 conv to one channel, zero-initialised: a residual net that starts as identity."""
-    last = nn.Conv2d(channels, 1, 3, padding=1)
-    nn.init.zeros_(last.weight)
-    nn.init.zeros_(last.bias)  # type: ignore[arg-type]
-    return last
 
 
 class PostNet2D(nn.Module):

@@ -30,6 +30,14 @@ TAPER_FROM = 1000.0   # Hz: the residual is tapered from here to the net's upper
 CHUNK_FRAMES = 2048   # frames per pass through the 2-D convs (see LowBand2D.forward)
 
 
+def zero_output_conv(channels: int) -> nn.Conv2d:
+    """A 3x3 conv to one channel, zero-initialised: a residual net that starts as identity."""
+    last = nn.Conv2d(channels, 1, 3, padding=1)
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)  # type: ignore[arg-type]
+    return last
+
+
 class LowBand2D(nn.Module):
     taper: torch.Tensor
 
@@ -61,10 +69,7 @@ class LowBand2D(nn.Module):
                           nn.Conv2d(c, c, 1), nn.GELU()]
             else:
                 convs += [nn.Conv2d(c, c, (kt, k), padding=pad, dilation=(1, d)), nn.GELU()]
-        last = nn.Conv2d(c, 1, 3, padding=1)
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)  # type: ignore[arg-type]
-        self.net = nn.Sequential(*convs, last)
+        self.net = nn.Sequential(*convs, zero_output_conv(c))
         self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def forward(self, logmag: torch.Tensor, logpinv: torch.Tensor, scale: float) -> torch.Tensor:
