@@ -582,6 +582,9 @@ def train_invert(
                                            "depthwise, then 1x1 across channels (cheaper)."),
     lowband_time_kernel: int = typer.Option(3, "--lowband-time-kernel", help="Its hidden "
                                             "convs' extent over time (frames)."),
+    lowband_down: int = typer.Option(1, "--lowband-down", help="Its hidden layers run at "
+                                     "1/this of the bins (a wider net for the cost of a "
+                                     "narrower one; the first layer has channels/this)."),
     adv: float = typer.Option(0.0, "--adv", help="Weight of an adversarial term: a 2-D "
                               "discriminator on the low band's log-magnitude rewards sharp "
                               "harmonics (0: none)."),
@@ -603,7 +606,8 @@ def train_invert(
                    ModelConfig(channels=channels, backbone=backbone, depth=depth, kernel=kernel,
                                refine=refine, lowband=lowband, lowband_layers=lowband_layers,
                                lowband_hz=lowband_hz, lowband_separable=lowband_separable,
-                               lowband_time_kernel=lowband_time_kernel),
+                               lowband_time_kernel=lowband_time_kernel,
+                               lowband_down=lowband_down),
                    progress=not quiet)
     except PipelineError as exc:
         _fail(str(exc))

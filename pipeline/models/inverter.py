@@ -47,12 +47,14 @@ class ModelConfig:
     lowband_hz: float = 1250.0       # the bins it refines: below this frequency
     lowband_separable: bool = False  # its hidden convs depthwise + 1x1
     lowband_time_kernel: int = 3     # its hidden convs' extent over time (frames)
+    lowband_down: int = 1    # its hidden layers run at 1/this of the bins
 
 
 def low_band_net(audio: AudioConfig, model: ModelConfig) -> LowBand2D:
     """The low-band 2-D net ``model``'s ``lowband*`` fields describe."""
     return LowBand2D(audio.sample_rate, audio.n_fft, model.lowband, model.lowband_layers,
-                     model.lowband_hz, model.lowband_separable, model.lowband_time_kernel)
+                     model.lowband_hz, model.lowband_separable, model.lowband_time_kernel,
+                     down=model.lowband_down)
 
 
 class _Block(nn.Module):

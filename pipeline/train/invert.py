@@ -215,6 +215,8 @@ def train_invert(train_store: str | Path, val_store: str | Path, out: str | Path
     model_settings = asdict(mc)
     if not mc.lowband:
         model_settings = {k: v for k, v in model_settings.items() if not k.startswith("lowband")}
+    elif mc.lowband_down == 1:
+        del model_settings["lowband_down"]
     trainer = Trainer(model, out, loop, {"model": model_settings, "train": settings,
                                          "store": str(train_store)}, label="train invert",
                       extra={"adversary": adversary} if adversary else None)
