@@ -16,8 +16,9 @@ channels (~1/9 of the multiply-adds at 16 channels). ``down`` > 1: the hidden la
 1/``down`` of the bins (a strided conv in, a transposed conv out, added to the full-resolution
 first layer's output, which has ``channels // down`` channels), seeing ``down`` times as far
 over frequency: 32 channels at ``down`` 2 cost ~1.7x the shipped 16 channels (~3x at full
-resolution; benchmarks/checks/lowband_shapes.py); tried, it lowered the loss but not PESQ after FGLA (BENCHMARKS). Computed in ``channels_last`` layout:
-oneDNN's kernels for few-channel 2-D convs are ~1.6-2x faster in it on CPU.
+resolution; benchmarks/checks/lowband_shapes.py); tried, it lowered the loss but not PESQ
+after FGLA (BENCHMARKS). Computed in ``channels_last`` layout: oneDNN's kernels for
+few-channel 2-D convs are ~1.6-2x faster in it on CPU.
 """
 from __future__ import annotations
 
