@@ -1,5 +1,6 @@
 """Training mechanics on a tiny throwaway run (nothing here ships; the shipped weights are
 trained by scripts/train-weights.sh on the training corpora only)."""
+import dataclasses
 import json
 
 import pytest
@@ -31,6 +32,21 @@ def test_train_checkpoints_resumes_and_exports(tmp_path, store80):
     card3 = train_invert(store80, store80, out, tc3, ModelConfig(channels=16), progress=False)
     hist = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in hist] == [0, 1, 2] and card3["epochs_run"] == 3
+    # a checkpoint that stores every setting, defaults included (as before options were
+    # added), resumes: a setting at its default counts as absent on both sides ...
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    full = json.loads(ck["settings"])
+    full["train"] = {**dataclasses.asdict(TrainConfig()), **full["train"]}
+    full["model"] = {**dataclasses.asdict(ModelConfig()), **full["model"]}
+    assert full["train"]["adv"] == 0.0 and full["model"]["lowband"] == 0
+    torch.save({**ck, "settings": json.dumps(full)}, out / "checkpoint.pt")
+    tc4 = TrainConfig(epochs=4, steps_per_epoch=2, batch_size=4, crop=32)
+    assert train_invert(store80, store80, out, tc4, ModelConfig(channels=16),
+                        progress=False)["epochs_run"] == 4
+    # ... and one away from its default is a different run
+    with pytest.raises(ValueError, match="other settings"):
+        train_invert(store80, store80, out, dataclasses.replace(tc4, over_weight=2.0),
+                     ModelConfig(channels=16), progress=False)
     state, loaded = W.load_state(out / "tiny-run.pt")
     assert loaded["sha256"] == W.sha256(out / "tiny-run.pt")
     assert all(isinstance(v, torch.Tensor) for v in state.values())

@@ -208,18 +208,12 @@ def train_invert(train_store: str | Path, val_store: str | Path, out: str | Path
         from pipeline.train.adversarial import Adversary
         bins = int(round(tc.adv_hz * cfg.n_fft / cfg.sample_rate)) + 1
         adversary = Adversary(bins, tc.loss_floor, seed=tc.seed)
-    settings = {**asdict(tc), "epochs": None}
-    # options added later, left out at their defaults: older checkpoints resume
-    if not tc.adv:
-        del settings["adv"], settings["adv_hz"]
-    model_settings = asdict(mc)
-    if not mc.lowband:
-        model_settings = {k: v for k, v in model_settings.items() if not k.startswith("lowband")}
-    elif mc.lowband_down == 1:
-        del model_settings["lowband_down"]
-    trainer = Trainer(model, out, loop, {"model": model_settings, "train": settings,
+    # settings at their defaults count as absent: checkpoints written before an option
+    # existed (--adv, --lowband* ...) resume while it stays at its default
+    trainer = Trainer(model, out, loop, {"model": asdict(mc), "train": {**asdict(tc), "epochs": None},
                                          "store": str(train_store)}, label="train invert",
-                      extra={"adversary": adversary} if adversary else None)
+                      extra={"adversary": adversary} if adversary else None,
+                      defaults={"model": asdict(ModelConfig()), "train": asdict(TrainConfig())})
     fl = tc.loss_floor
     ov = tc.over_weight
     baselines = {"pinv": evaluate(pinv, cfg, vmel, vmag, vspans, floor=fl, over=ov),

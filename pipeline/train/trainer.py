@@ -12,7 +12,9 @@ rest, the same way for every model:
   inverter's learning rate (measured), so selection on them picks lucky epochs;
 - a checkpoint every epoch (``out/checkpoint.pt``: net, EMA, optimiser, schedule, sampling
   RNG, history, best, settings): re-running with the same settings resumes and ends with the
-  weights of an uninterrupted run; other settings (but ``epochs``) are refused;
+  weights of an uninterrupted run; other settings (but ``epochs``) are refused. A setting
+  at the value the model's trainer gives as its default counts as absent, on both sides:
+  an option added after a checkpoint was written resumes that checkpoint at its default;
 - the best epoch's weights in ``out/best.pt``, early stopping after ``patience`` epochs
   without a better validation loss, ``history.json`` and a loss-curve PNG.
 """
@@ -46,6 +48,18 @@ class LoopConfig:
     threads: int = 0             # torch threads; 0: leave torch's default (all cores)
 
 
+def _without_defaults(settings: dict, defaults: dict) -> dict:
+    """``settings`` (JSON-like, sections of name -> value) less every entry equal to its
+    default in ``defaults`` (the same sections)."""
+    out = {}
+    for section, value in settings.items():
+        d = defaults.get(section)
+        if isinstance(value, dict) and isinstance(d, dict):
+            value = {k: v for k, v in value.items() if k not in d or d[k] != v}
+        out[section] = value
+    return out
+
+
 @dataclass
 class Fitted:
     """What :meth:`Trainer.fit` leaves: the best epoch, its validation, the history."""
@@ -61,9 +75,11 @@ class Fitted:
 class Trainer:
     def __init__(self, net: nn.Module, out: str | Path, loop: LoopConfig, settings: dict,
                  label: str = "train", gen: torch.Generator | None = None,
-                 extra: dict[str, Any] | None = None):
+                 extra: dict[str, Any] | None = None, defaults: dict | None = None):
         """``settings``: everything that makes a run what it is (model and data settings);
-        a resume with other settings is refused. ``label``: the progress bar's name. ``gen``:
+        a resume with other settings is refused. ``defaults``: per section of ``settings``,
+        the values that count as absent (an option's default: checkpoints written before the
+        option existed resume while it stays there). ``label``: the progress bar's name. ``gen``:
         the sampling generator, when the model's trainer already drew from it (default: a
         new one seeded with ``loop.seed``). ``extra``: more training state to checkpoint
         and resume (objects with ``state_dict`` / ``load_state_dict``, e.g. a discriminator
@@ -72,8 +88,9 @@ class Trainer:
         self.extra = extra or {}
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.settings = json.dumps({**settings, "loop": {**loop.__dict__, "epochs": None}},
-                                   sort_keys=True, default=str)   # more epochs may follow
+        # compared as JSON (tuples become lists on both sides)
+        self.defaults = json.loads(json.dumps(defaults or {}, default=str))
+        self.settings = self._normal({**settings, "loop": {**loop.__dict__, "epochs": None}})
         self.gen = gen if gen is not None else torch.Generator().manual_seed(loop.seed)
         self.ema = (torch.optim.swa_utils.AveragedModel(
             net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(loop.ema))
@@ -83,6 +100,11 @@ class Trainer:
                       if loop.schedule == "cosine" else None)
         if loop.schedule not in ("cosine", "constant"):
             raise UsageError(f"unknown learning-rate schedule {loop.schedule!r}: cosine or constant")
+
+    def _normal(self, settings: dict) -> str:
+        """The settings as compared and stored: JSON, defaults left out, ``epochs`` free."""
+        plain = json.loads(json.dumps(settings, default=str))
+        return json.dumps(_without_defaults(plain, self.defaults), sort_keys=True)
 
     @property
     def checkpoint(self) -> Path:
@@ -97,7 +119,7 @@ class Trainer:
         if not self.checkpoint.exists():
             return [], {"loss": float("inf"), "epoch": -1}
         ck = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
-        if ck.get("settings", self.settings) != self.settings:
+        if self._normal(json.loads(ck.get("settings", self.settings))) != self.settings:
             raise UsageError(f"{self.checkpoint} was written by a run with other settings; "
                              "resume with the same options, or use a new --out folder")
         self.net.load_state_dict(ck["model"])
