@@ -591,6 +591,14 @@ def train_invert(
                               "harmonics (0: none)."),
     adv_hz: float = typer.Option(2000.0, "--adv-hz", help="The discriminator sees the "
                                  "magnitude below this frequency (Hz)."),
+    gla: float = typer.Option(0.0, "--gla", help="Weight of a loss after FGLA: the training "
+                              "loss of the magnitude FGLA makes of the estimate (--gla-iters "
+                              "iterations from a zero phase, through autograd; 0: none)."),
+    gla_iters: int = typer.Option(16, "--gla-iters", help="FGLA iterations of --gla's loss."),
+    gla_crops: int = typer.Option(8, "--gla-crops", help="--gla's loss judges this many crops "
+                                  "of each batch (0: all; each costs ~0.14 s a step on one "
+                                  "thread, backward included). Validation adds it too, on "
+                                  "each utterance's middle crop."),
     seed: int = typer.Option(0),
     quiet: Quiet = False,
 ) -> None:
@@ -603,7 +611,8 @@ def train_invert(
         card = run(train, val, out, TrainConfig(epochs=epochs, steps_per_epoch=steps,
                    batch_size=batch_size, crop=crop, lr=lr, patience=patience, seed=seed,
                    loss_floor=loss_floor, ema=ema, gain_db=gain_db, threads=threads,
-                   over_weight=over_weight, init=init or "", adv=adv, adv_hz=adv_hz),
+                   over_weight=over_weight, init=init or "", adv=adv, adv_hz=adv_hz,
+                   gla=gla, gla_iters=gla_iters, gla_crops=gla_crops),
                    ModelConfig(channels=channels, backbone=backbone, depth=depth, kernel=kernel,
                                refine=refine, lowband=lowband, lowband_layers=lowband_layers,
                                lowband_hz=lowband_hz, lowband_separable=lowband_separable,

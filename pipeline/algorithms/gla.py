@@ -34,14 +34,15 @@ def initial_phase(mag: torch.Tensor, init: str = "zeros", generator: torch.Gener
     raise ValueError(f"unknown init {init!r}: use zeros, random or pghi")
 
 
-def project(spec: torch.Tensor, mag: torch.Tensor) -> torch.Tensor:
-    """Amplitude projection ``mag * spec / |spec|`` (0 where ``spec`` is 0).
+def project(spec: torch.Tensor, mag: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """Amplitude projection ``mag * spec / |spec|`` (0 where ``spec`` is 0; ``|spec|`` below
+    ``eps`` counts as ``eps``: under autograd, the gradient of a phase grows as ``1/eps``).
 
     Through ``rsqrt(re^2 + im^2)`` on the real and imaginary views: torch's complex ``abs``
     is a slow path on CPU (measured 2.1x slower for the whole projection, 4 x 64 frames)."""
     re, im = spec.real, spec.imag
     if torch.is_grad_enabled() and (spec.requires_grad or mag.requires_grad):
-        return spec * (torch.rsqrt(torch.addcmul(re * re, im, im) + EPS * EPS) * mag)  # training
+        return spec * (torch.rsqrt(torch.addcmul(re * re, im, im) + eps * eps) * mag)  # training
     inv = torch.addcmul(re * re, im, im).add_(EPS * EPS).rsqrt_()
     return spec * inv.mul_(mag)
 
@@ -61,9 +62,10 @@ def _project_(spec: torch.Tensor, mag: torch.Tensor) -> torch.Tensor:
 
 
 def iterate(spec: torch.Tensor, mag: torch.Tensor, pair: FramePair, n_iter: int,
-            momentum: float = 0.99) -> torch.Tensor:
+            momentum: float = 0.99, eps: float = EPS) -> torch.Tensor:
     """``n_iter`` (F)GLA iterations on the complex ``spec`` ``[B, T, F]``; returns the last
-    amplitude-projected estimate (magnitude ``mag``).
+    amplitude-projected estimate (magnitude ``mag``). ``eps``: :func:`project`'s, under
+    autograd only.
 
     The STFT is linear, so FGLA's ``stft(x_t) - a stft(x_{t-1})`` is computed as
     ``stft(x_t - a x_{t-1})`` on the signals, a quarter of the spectrogram's size. Without
@@ -79,7 +81,7 @@ def iterate(spec: torch.Tensor, mag: torch.Tensor, pair: FramePair, n_iter: int,
             x = pair.istft(spec)
             y = x - alpha * prev if prev is not None and alpha else x
             prev = x
-            spec = project(pair.stft(y), mag)
+            spec = project(pair.stft(y), mag, eps)
         return spec
     if n_iter <= 0:
         return spec
