@@ -165,13 +165,12 @@ def main() -> None:
     crops = CropSampler(mel, mag, spans, 64)
     loop = LoopConfig(epochs=a.epochs, steps_per_epoch=a.steps, lr=a.lr, weight_decay=1e-4,
                       schedule="cosine", ema=0.998, patience=a.epochs, seed=0, threads=a.threads)
-    # the settings a resume must match: not the scoring options, and not the default
-    # --dilation (so that runs from before the option resume)
-    args = {k: v for k, v in vars(a).items() if k not in ("score", "seeds", "lobes")
-            and not (k == "dilation" and v == 2) and not (k == "separable" and not v)
-            and not (k == "time_kernel" and v == 3)}
+    # the settings a resume must match: not the scoring options; options added later count
+    # as absent at their defaults (runs from before them resume)
+    args = {k: v for k, v in vars(a).items() if k not in ("score", "seeds", "lobes")}
     trainer = Trainer(net, a.out, loop, {"experiment": "lowband2d", "args": args},
-                      label="low-band 2-D net")
+                      label="low-band 2-D net",
+                      defaults={"args": {"dilation": 2, "separable": False, "time_kernel": 3}})
 
     def step(gen: torch.Generator) -> torch.Tensor:
         m, g = crops(gen, a.batch_size)
