@@ -595,6 +595,9 @@ def train_invert(
                               "loss of the magnitude FGLA makes of the estimate (--gla-iters "
                               "iterations from a zero phase, through autograd; 0: none)."),
     gla_iters: int = typer.Option(16, "--gla-iters", help="FGLA iterations of --gla's loss."),
+    gla_detach: bool = typer.Option(False, "--gla-detach", help="--gla's gradient takes the "
+                                    "phase FGLA finds as given (none through the iterations: "
+                                    "cheaper, and smooth where FGLA's path is not)."),
     gla_crops: int = typer.Option(8, "--gla-crops", help="--gla's loss judges this many crops "
                                   "of each batch (0: all; each costs ~0.14 s a step on one "
                                   "thread, backward included). Validation adds it too, on "
@@ -612,7 +615,8 @@ def train_invert(
                    batch_size=batch_size, crop=crop, lr=lr, patience=patience, seed=seed,
                    loss_floor=loss_floor, ema=ema, gain_db=gain_db, threads=threads,
                    over_weight=over_weight, init=init or "", adv=adv, adv_hz=adv_hz,
-                   gla=gla, gla_iters=gla_iters, gla_crops=gla_crops),
+                   gla=gla, gla_iters=gla_iters, gla_crops=gla_crops,
+                   gla_detach=gla_detach),
                    ModelConfig(channels=channels, backbone=backbone, depth=depth, kernel=kernel,
                                refine=refine, lowband=lowband, lowband_layers=lowband_layers,
                                lowband_hz=lowband_hz, lowband_separable=lowband_separable,

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.algorithms.gla import iterate
+from pipeline.algorithms.gla import iterate, project
 from pipeline.algorithms.invert import nnls, pinv
 from pipeline.config import AudioConfig
 from pipeline.dsp.spectral import log_spectral_distance, spectral_convergence
@@ -43,6 +43,7 @@ class TrainConfig:
     adv_hz: float = 2000.0   # the discriminator sees the magnitude below this frequency
     gla: float = 0.0   # weight of the loss after FGLA (:func:`gla_loss`); 0: none
     gla_iters: int = 16   # its FGLA iterations from a zero phase
+    gla_detach: bool = False   # its gradient not through the iterations (the phase as given)
     gla_crops: int = 8   # it judges this many crops of each batch (0: all; ~0.14 s each, 1 thread)
 
 
@@ -92,19 +93,30 @@ GLA_EPS = 1e-4
 
 
 def gla_loss(pred: torch.Tensor, mag: torch.Tensor, cfg: AudioConfig, n_iter: int,
-             floor: float = 1e-2, over: float = 1.0) -> torch.Tensor:
+             floor: float = 1e-2, over: float = 1.0, detach: bool = False) -> torch.Tensor:
     """:func:`loss_fn` of what FGLA makes of the magnitude ``pred`` ``[B, T, F]``: ``n_iter``
     iterations from a zero phase (through autograd), then the magnitude of its signal's STFT,
     against the true ``mag``. The inverter is then judged where PESQ judges it, after the
     phase is found: an estimate no signal has (a harmonic's lobe of the wrong shape, a gap
     FGLA fills) costs what it costs the speech. The ``n_fft / hop`` frames at each end of the
-    crop are left out: part of their signal lies outside the crop."""
+    crop are left out: part of their signal lies outside the crop. ``detach``: the phase FGLA
+    finds is taken as given (no gradient through the iterations, which run without autograd);
+    the gradient reaches ``pred`` through the last synthesis alone (the same value, up to
+    rounding; on real speech the gradient of the whole path was ~10^4 times larger)."""
     B, T, _ = pred.shape
     n = (T - 1) * cfg.hop_length
     if cfg.n_frames(n) != T:
         raise ValueError(f"no signal length gives {T} frames with this config")
     pair = FramePair(cfg, T, torch.full((B,), n), pred.device, pred.dtype)
-    spec = iterate(torch.complex(pred, torch.zeros_like(pred)), pred, pair, n_iter, eps=GLA_EPS)
+    if detach:
+        with torch.no_grad():
+            p = pred.detach()
+            unit = iterate(torch.complex(p, torch.zeros_like(p)), p, pair, n_iter)
+            unit = project(unit, torch.ones_like(p))
+        spec = pred * unit
+    else:
+        spec = iterate(torch.complex(pred, torch.zeros_like(pred)), pred, pair, n_iter,
+                       eps=GLA_EPS)
     got = pair.stft(pair.istft(spec))
     e = max(1, cfg.n_fft // cfg.hop_length)
     if T <= 2 * e:
@@ -276,7 +288,8 @@ def train_invert(train_store: str | Path, val_store: str | Path, out: str | Path
         loss = loss_fn(log_pred, g, fl, ov)
         if tc.gla:
             k = tc.gla_crops or len(g)
-            loss = loss + tc.gla * gla_loss(log_pred[:k].exp(), g[:k], cfg, tc.gla_iters, fl, ov)
+            loss = loss + tc.gla * gla_loss(log_pred[:k].exp(), g[:k], cfg, tc.gla_iters, fl, ov,
+                                            tc.gla_detach)
         if adversary is not None:
             loss = loss + tc.adv * adversary.generator_loss(log_pred.exp(), g)
         return loss
