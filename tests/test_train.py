@@ -289,6 +289,9 @@ def test_training_with_the_loss_after_fgla_selects_on_it(tmp_path, store80):
     plain = evaluate(load_invert_model(tmp_path / "g" / "g.pt", Store(store80).config),
                      Store(store80).config, mel, mag, spans)
     assert abs(v["loss"] - (plain["loss"] + 0.5 * v["gla_loss"])) < 1e-3   # float16 export
+    with pytest.raises(ValueError, match="--crop 8 leaves none"):   # nothing left to judge
+        train_invert(store80, store80, tmp_path / "short", dataclasses.replace(tc, crop=8),
+                     ModelConfig(channels=16), progress=False)
 
 
 def test_adversary_updates_the_discriminator_and_passes_gradient_to_the_prediction(store80):

@@ -107,6 +107,9 @@ def gla_loss(pred: torch.Tensor, mag: torch.Tensor, cfg: AudioConfig, n_iter: in
     n = (T - 1) * cfg.hop_length
     if cfg.n_frames(n) != T:
         raise ValueError(f"no signal length gives {T} frames with this config")
+    e = max(1, cfg.n_fft // cfg.hop_length)
+    if T <= 2 * e:
+        raise ValueError(f"crops of {T} frames are too short for the loss after FGLA (> {2 * e})")
     pair = FramePair(cfg, T, torch.full((B,), n), pred.device, pred.dtype)
     if detach:
         with torch.no_grad():
@@ -118,9 +121,6 @@ def gla_loss(pred: torch.Tensor, mag: torch.Tensor, cfg: AudioConfig, n_iter: in
         spec = iterate(torch.complex(pred, torch.zeros_like(pred)), pred, pair, n_iter,
                        eps=GLA_EPS)
     got = pair.stft(pair.istft(spec))
-    e = max(1, cfg.n_fft // cfg.hop_length)
-    if T <= 2 * e:
-        raise ValueError(f"crops of {T} frames are too short for the loss after FGLA (> {2 * e})")
     got = (got.real.square() + got.imag.square() + 1e-12).sqrt()[:, e:T - e]
     return loss_fn(got.log(), mag[:, e:T - e], floor, over)
 
@@ -249,6 +249,9 @@ def train_invert(train_store: str | Path, val_store: str | Path, out: str | Path
     vmel, vmag, vspans, _ = load_frames(va, 1)
     if not spans:
         raise UsageError(f"{train_store}: no utterance has >= {tc.crop} frames")
+    if tc.gla and tc.crop <= 2 * max(1, cfg.n_fft // cfg.hop_length):
+        raise UsageError(f"--gla judges each crop less its {cfg.n_fft // cfg.hop_length} frames "
+                         f"at either end: --crop {tc.crop} leaves none; use a longer --crop")
     if tc.init:   # a fine-tune: the architecture is the weights'; ``refine`` is this run's
         model = load_invert_model(tc.init, cfg).train()
         model.hparams = replace(model.hparams, refine=mc.refine)
