@@ -102,7 +102,7 @@ class Trainer:
             raise UsageError(f"unknown learning-rate schedule {loop.schedule!r}: cosine or constant")
 
     def _normal(self, settings: dict) -> str:
-        """The settings as compared and stored: JSON, defaults left out, ``epochs`` free."""
+        """The settings as compared and stored: JSON, sorted, the defaults left out."""
         plain = json.loads(json.dumps(settings, default=str))
         return json.dumps(_without_defaults(plain, self.defaults), sort_keys=True)
 
