@@ -182,13 +182,15 @@ def evaluate(model_or_method, cfg: AudioConfig, mel: np.ndarray, mag: np.ndarray
     spans = [spans[i] for i in order]
     sc, lsd, l1 = [], [], []
     err2 = ref2 = 0.0
+    def estimate(m: torch.Tensor) -> torch.Tensor:
+        """The magnitude: a net's output is a log-magnitude, a method's the magnitude."""
+        if callable(getattr(model_or_method, "forward", None)):
+            return model_or_method(m).exp()
+        return model_or_method(m, cfg)
+
     for chunk in _batches(spans, len(spans), batch_size):
         m, g = stack_utterances(mel, mag, chunk, mel_floor)
-        if callable(getattr(model_or_method, "forward", None)):
-            logp = model_or_method(m)
-            est = logp.exp()
-        else:
-            est = model_or_method(m, cfg)
+        est = estimate(m)
         for i, (_, n) in enumerate(chunk):
             ref, e = g[i, :n], est[i, :n]
             l1.append(float(log_l1(e, ref, floor, over).mean()))
@@ -209,9 +211,7 @@ def evaluate(model_or_method, cfg: AudioConfig, mel: np.ndarray, mag: np.ndarray
         after = []
         for chunk in _batches(mids, len(mids), 32):
             m, g = stack_utterances(mel, mag, chunk, mel_floor)
-            est = (model_or_method(m).exp() if callable(getattr(model_or_method, "forward", None))
-                   else model_or_method(m, cfg))
-            after.append(float(gla_loss(est, g, cfg, gla_iters, floor, over)) * len(chunk))
+            after.append(float(gla_loss(estimate(m), g, cfg, gla_iters, floor, over)) * len(chunk))
         out["gla_loss"] = sum(after) / max(len(mids), 1)
         out["loss"] += gla * out["gla_loss"]
     return out
