@@ -602,6 +602,10 @@ def train_invert(
                                   "of each batch (0: all; each costs ~0.14 s a step on one "
                                   "thread, backward included). Validation adds it too, on "
                                   "each utterance's middle crop."),
+    keep_epochs: bool = typer.Option(False, "--keep-epochs", help="Also keep every epoch's "
+                                     "weights (OUT/epochs/NAME-eNNN.pt + card, ~2.5 MB each, "
+                                     "usable as --weights) to choose an epoch by PESQ on "
+                                     "held-out speech rather than by the validation loss."),
     seed: int = typer.Option(0),
     quiet: Quiet = False,
 ) -> None:
@@ -622,7 +626,7 @@ def train_invert(
                                lowband_hz=lowband_hz, lowband_separable=lowband_separable,
                                lowband_time_kernel=lowband_time_kernel,
                                lowband_down=lowband_down),
-                   progress=not quiet)
+                   progress=not quiet, keep_epochs=keep_epochs)
     except PipelineError as exc:
         _fail(str(exc))
     v, b = card["validation"], card["validation_baselines"]

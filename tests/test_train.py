@@ -61,6 +61,29 @@ def test_train_checkpoints_resumes_and_exports(tmp_path, store80):
     assert model.hparams.mel_bound
 
 
+def test_keep_epochs_writes_each_epochs_loadable_weights(tmp_path, store80):
+    out = tmp_path / "kept"
+    tc = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=4, crop=32)
+    train_invert(store80, store80, out, tc, ModelConfig(channels=16), progress=False)
+    assert not (out / "epochs").exists()
+    # keeping epochs is not a setting of the run: turned on at a resume, the run goes on
+    card = train_invert(store80, store80, out, dataclasses.replace(tc, epochs=3),
+                        ModelConfig(channels=16), progress=False, keep_epochs=True)
+    hist = json.loads((out / "history.json").read_text())
+    kept = sorted(p.name for p in (out / "epochs").glob("*.pt"))
+    assert kept == ["kept-e001.pt", "kept-e002.pt"]   # epoch 0 ran before it was asked
+    from pipeline.io.store import Store
+    for name in kept:
+        state, c = W.load_state(out / "epochs" / name)
+        assert c["validation"] == hist[c["epoch"]]["val"] and c["model"]["channels"] == 16
+        load_invert_model(out / "epochs" / name, Store(store80).config)
+    # the last epoch's kept weights are its weight average (the net validated), bit for bit
+    last, _ = W.load_state(out / "epochs" / "kept-e002.pt")
+    ema = torch.load(out / "checkpoint.pt", weights_only=True)["ema"]
+    assert all(torch.equal(v, ema["module." + k].half()) for k, v in last.items())
+    assert card["epochs_run"] == 3
+
+
 def test_fine_tune_starts_from_the_given_weights(tmp_path, store80):
     """``init``: the architecture is the weights' (not the ModelConfig's), training starts
     from them, the card records the start and the loss; ``refine`` is the fine-tune's."""

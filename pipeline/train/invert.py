@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from pipeline.algorithms.gla import iterate, project
 from pipeline.algorithms.invert import nnls, pinv
@@ -19,6 +20,7 @@ from pipeline.config import AudioConfig
 from pipeline.dsp.spectral import log_spectral_distance, spectral_convergence
 from pipeline.dsp.stft import FramePair
 from pipeline.errors import UsageError
+from pipeline.io import weights as W
 from pipeline.io.store import Store
 from pipeline.models.inverter import ModelConfig, PInvConvSkip, load_invert_model, low_band_net
 from pipeline.train.trainer import LoopConfig, Trainer
@@ -235,11 +237,13 @@ def with_low_band(model: PInvConvSkip, mc: ModelConfig, seed: int = 0) -> PInvCo
 
 def train_invert(train_store: str | Path, val_store: str | Path, out: str | Path,
                  train_cfg: TrainConfig | None = None, model_cfg: ModelConfig | None = None,
-                 progress: bool = True, data_note: str = "") -> dict:
+                 progress: bool = True, data_note: str = "", keep_epochs: bool = False) -> dict:
     """Train, checkpoint every epoch (resumes from ``out``/checkpoint.pt), export the best.
 
     ``out`` is a folder for the run (checkpoint, loss_curve.png, history.json) and the final
-    weights ``out/<name>.pt`` + ``.json`` where name is the folder's name.
+    weights ``out/<name>.pt`` + ``.json`` where name is the folder's name. ``keep_epochs``:
+    also every epoch's weights, ``out/epochs/<name>-eNNN.pt`` + card (loadable as the
+    final ones are), to choose an epoch by another measure than the validation loss.
     """
     tc, mc = train_cfg or TrainConfig(), model_cfg or ModelConfig()
     tr, va = Store(train_store), Store(val_store)
@@ -297,15 +301,23 @@ def train_invert(train_store: str | Path, val_store: str | Path, out: str | Path
             loss = loss + tc.adv * adversary.generator_loss(log_pred.exp(), g)
         return loss
 
-    fitted = trainer.fit(step, lambda net: evaluate(net, cfg, vmel, vmag, vspans, floor=fl, over=ov,
-                                                    gla=tc.gla, gla_iters=tc.gla_iters,
-                                                    crop=tc.crop), progress)
     data_note = data_note or (f"{len(spans)} utterances of {tr.root.attrs.get('source')} "
                               f"({mel.shape[0] * cfg.hop_length / cfg.sample_rate / 60:.0f} min)")
-    card = {**model.card(), "trained_on": str(train_store), "validated_on": str(val_store),
-            "data": data_note, "train": asdict(tc), "best_epoch": fitted.best_epoch,
-            "epochs_run": len(fitted.history), "validation": fitted.best,
-            "validation_baselines": baselines, "train_seconds": fitted.seconds}
+    common = {**model.card(), "trained_on": str(train_store), "validated_on": str(val_store),
+              "data": data_note, "train": asdict(tc), "validation_baselines": baselines}
+    run = Path(out)
+
+    def keep(epoch: int, net: nn.Module, val: dict) -> None:
+        # float16 on disk, as the final export
+        W.save(net.state_dict(), {**common, "epoch": epoch, "validation": val},
+               run / "epochs" / f"{run.name}-e{epoch:03d}.pt", half=True)
+
+    fitted = trainer.fit(step, lambda net: evaluate(net, cfg, vmel, vmag, vspans, floor=fl, over=ov,
+                                                    gla=tc.gla, gla_iters=tc.gla_iters,
+                                                    crop=tc.crop), progress,
+                         on_epoch=keep if keep_epochs else None)
+    card = {**common, "best_epoch": fitted.best_epoch, "epochs_run": len(fitted.history),
+            "validation": fitted.best, "train_seconds": fitted.seconds}
     # float16 on disk keeps the shipped files a few MB (cast back to float32 when loaded)
     trainer.export(card, half=True)
     return card

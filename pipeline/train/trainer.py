@@ -16,7 +16,9 @@ rest, the same way for every model:
   at the value the model's trainer gives as its default counts as absent, on both sides:
   an option added after a checkpoint was written resumes that checkpoint at its default;
 - the best epoch's weights in ``out/best.pt``, early stopping after ``patience`` epochs
-  without a better validation loss, ``history.json`` and a loss-curve PNG.
+  without a better validation loss, ``history.json`` and a loss-curve PNG;
+- optionally (``on_epoch``) every epoch's validated net handed to the model's trainer, e.g.
+  to keep each epoch's weights for a choice by another measure than the loss.
 """
 from __future__ import annotations
 
@@ -150,7 +152,11 @@ class Trainer:
         plot_curve(history, self.out / "loss_curve.png")
 
     def fit(self, step: Callable[[torch.Generator], torch.Tensor],
-            validate: Callable[[nn.Module], dict], progress: bool = True) -> Fitted:
+            validate: Callable[[nn.Module], dict], progress: bool = True,
+            on_epoch: Callable[[int, nn.Module, dict], None] | None = None) -> Fitted:
+        """``on_epoch(epoch, net, validation)``: called with each epoch's validated net
+        before the epoch's checkpoint (a run killed in between redoes the epoch and calls it
+        again)."""
         if self.loop.threads:
             torch.set_num_threads(self.loop.threads)
         history, best = self._resume()
@@ -183,6 +189,8 @@ class Trainer:
                 if val["loss"] < best["loss"]:
                     best = {"loss": val["loss"], "epoch": epoch, "metrics": val}
                     W.save_atomic(net.state_dict(), self.out / "best.pt")
+                if on_epoch is not None:
+                    on_epoch(epoch, net, val)
                 self._save(history, best)
                 bar.update(task, advance=1,
                            description=f"{self.label} (val {val['loss']:.4f}, best {best['loss']:.4f})")
