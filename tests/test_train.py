@@ -43,6 +43,16 @@ def test_train_checkpoints_resumes_and_exports(tmp_path, store80):
     tc4 = TrainConfig(epochs=4, steps_per_epoch=2, batch_size=4, crop=32)
     assert train_invert(store80, store80, out, tc4, ModelConfig(channels=16),
                         progress=False)["epochs_run"] == 4
+    # ... a checkpoint whose writer had another default for a setting it left out was
+    # trained with that value: a different run, though the value is today's default
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert "over_weight" not in json.loads(ck["settings"])["train"]
+    theirs = json.loads(ck["defaults"])
+    theirs["train"]["over_weight"] = 3.0
+    torch.save({**ck, "defaults": json.dumps(theirs)}, out / "checkpoint.pt")
+    with pytest.raises(ValueError, match="other settings"):
+        train_invert(store80, store80, out, tc4, ModelConfig(channels=16), progress=False)
+    torch.save(ck, out / "checkpoint.pt")
     # ... and one away from its default is a different run
     with pytest.raises(ValueError, match="other settings"):
         train_invert(store80, store80, out, dataclasses.replace(tc4, over_weight=2.0),
