@@ -305,12 +305,11 @@ def train_invert(train_store: str | Path, val_store: str | Path, out: str | Path
                               f"({mel.shape[0] * cfg.hop_length / cfg.sample_rate / 60:.0f} min)")
     common = {**model.card(), "trained_on": str(train_store), "validated_on": str(val_store),
               "data": data_note, "train": asdict(tc), "validation_baselines": baselines}
-    run = Path(out)
 
     def keep(epoch: int, net: nn.Module, val: dict) -> None:
         # float16 on disk, as the final export
         W.save(net.state_dict(), {**common, "epoch": epoch, "validation": val},
-               run / "epochs" / f"{run.name}-e{epoch:03d}.pt", half=True)
+               trainer.out / "epochs" / f"{trainer.out.name}-e{epoch:03d}.pt", half=True)
 
     fitted = trainer.fit(step, lambda net: evaluate(net, cfg, vmel, vmag, vspans, floor=fl, over=ov,
                                                     gla=tc.gla, gla_iters=tc.gla_iters,

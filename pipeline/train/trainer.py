@@ -100,10 +100,10 @@ class Trainer:
         a resume with other settings is refused. ``defaults``: per section of ``settings``,
         the options' defaults: left out of the checkpoint, recorded beside it, and what a
         checkpoint written before an option existed is read as having. ``label``: the
-        progress bar's name. ``gen``: the sampling generator, when the model's trainer already drew from it (default: a
-        new one seeded with ``loop.seed``). ``extra``: more training state to checkpoint
-        and resume (objects with ``state_dict`` / ``load_state_dict``, e.g. a discriminator
-        and its optimiser)."""
+        progress bar's name. ``gen``: the sampling generator, when the model's trainer
+        already drew from it (default: a new one seeded with ``loop.seed``). ``extra``: more
+        training state to checkpoint and resume (objects with ``state_dict`` /
+        ``load_state_dict``, e.g. a discriminator and its optimiser)."""
         self.net, self.loop, self.label = net, loop, label
         self.extra = extra or {}
         self.out = Path(out)
