@@ -165,8 +165,8 @@ def main() -> None:
     crops = CropSampler(mel, mag, spans, 64)
     loop = LoopConfig(epochs=a.epochs, steps_per_epoch=a.steps, lr=a.lr, weight_decay=1e-4,
                       schedule="cosine", ema=0.998, patience=a.epochs, seed=0, threads=a.threads)
-    # the settings a resume must match: not the scoring options; options added later count
-    # as absent at their defaults (runs from before them resume)
+    # the settings a resume must match: not the scoring options; a checkpoint lacking an
+    # option added later is read at its default (runs from before them resume)
     args = {k: v for k, v in vars(a).items() if k not in ("score", "seeds", "lobes")}
     trainer = Trainer(net, a.out, loop, {"experiment": "lowband2d", "args": args},
                       label="low-band 2-D net",

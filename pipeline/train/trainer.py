@@ -12,11 +12,10 @@ rest, the same way for every model:
   inverter's learning rate (measured), so selection on them picks lucky epochs;
 - a checkpoint every epoch (``out/checkpoint.pt``: net, EMA, optimiser, schedule, sampling
   RNG, history, best, settings): re-running with the same settings resumes and ends with the
-  weights of an uninterrupted run; other settings (but ``epochs``) are refused. Settings
-  are compared in full: what a checkpoint leaves out is the default its writer recorded
-  with it (an option added after it was written: today's default), so an option added
-  later resumes an old checkpoint at its default, and a default changed later does not
-  pass for the value the old run trained with;
+  weights of an uninterrupted run; other settings (but ``epochs``) are refused. The
+  checkpoint stores every setting (a default changed later cannot pass for the value the
+  run had); one it lacks, an option added after it was written, is read at the default the
+  model's trainer gives, so old checkpoints resume while the new option stays there;
 - the best epoch's weights in ``out/best.pt``, early stopping after ``patience`` epochs
   without a better validation loss, ``history.json`` and a loss-curve PNG;
 - optionally (``on_epoch``) every epoch's validated net handed to the model's trainer, e.g.
@@ -52,32 +51,11 @@ class LoopConfig:
     threads: int = 0             # torch threads; 0: leave torch's default (all cores)
 
 
-def _without_defaults(settings: dict, defaults: dict) -> dict:
-    """``settings`` (JSON-like, sections of name -> value) less every entry equal to its
-    default in ``defaults`` (the same sections)."""
-    out = {}
-    for section, value in settings.items():
-        d = defaults.get(section)
-        if isinstance(value, dict) and isinstance(d, dict):
-            value = {k: v for k, v in value.items() if k not in d or d[k] != v}
-        out[section] = value
-    return out
-
-
-def _with_defaults(settings: dict, *defaults: dict) -> dict:
-    """``settings`` with every entry they leave out taken from ``defaults`` (the last one
-    that has it wins; settings win over all)."""
-    out = dict(settings)
-    for section in {s for d in defaults for s in d} | set(settings):
-        value = settings.get(section)
-        if isinstance(value, dict) or value is None:
-            full: dict = {}
-            for d in defaults:
-                if isinstance(d.get(section), dict):
-                    full.update(d[section])
-            if value is not None or full:
-                out[section] = {**full, **(value or {})}
-    return out
+def _with_defaults(settings: dict, defaults: dict) -> dict:
+    """``settings`` (sections of name -> value) with the entries of ``defaults`` (the same
+    sections) they lack."""
+    return {**settings, **{sec: {**d, **settings.get(sec, {})} for sec, d in defaults.items()
+                           if isinstance(d, dict) and isinstance(settings.get(sec, {}), dict)}}
 
 
 @dataclass
@@ -98,12 +76,11 @@ class Trainer:
                  extra: dict[str, Any] | None = None, defaults: dict | None = None):
         """``settings``: everything that makes a run what it is (model and data settings);
         a resume with other settings is refused. ``defaults``: per section of ``settings``,
-        the options' defaults: left out of the checkpoint, recorded beside it, and what a
-        checkpoint written before an option existed is read as having. ``label``: the
-        progress bar's name. ``gen``: the sampling generator, when the model's trainer
-        already drew from it (default: a new one seeded with ``loop.seed``). ``extra``: more
-        training state to checkpoint and resume (objects with ``state_dict`` /
-        ``load_state_dict``, e.g. a discriminator and its optimiser)."""
+        the options' defaults: what a checkpoint written before an option existed is read
+        as having. ``label``: the progress bar's name. ``gen``: the sampling generator, when
+        the model's trainer already drew from it (default: a new one seeded with
+        ``loop.seed``). ``extra``: more training state to checkpoint and resume (objects
+        with ``state_dict`` / ``load_state_dict``, e.g. a discriminator and its optimiser)."""
         self.net, self.loop, self.label = net, loop, label
         self.extra = extra or {}
         self.out = Path(out)
@@ -121,10 +98,10 @@ class Trainer:
         if loop.schedule not in ("cosine", "constant"):
             raise UsageError(f"unknown learning-rate schedule {loop.schedule!r}: cosine or constant")
 
-    def _normal(self, settings: dict) -> str:
-        """The settings as compared and stored: JSON, sorted, the defaults left out."""
-        plain = json.loads(json.dumps(settings, default=str))
-        return json.dumps(_without_defaults(plain, self.defaults), sort_keys=True)
+    @staticmethod
+    def _normal(settings: dict) -> str:
+        """The settings as compared and stored: JSON, keys sorted."""
+        return json.dumps(json.loads(json.dumps(settings, default=str)), sort_keys=True)
 
     @property
     def checkpoint(self) -> Path:
@@ -139,15 +116,9 @@ class Trainer:
         if not self.checkpoint.exists():
             return [], {"loss": float("inf"), "epoch": -1}
         ck = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
-        # in full: what the checkpoint leaves out is its writer's default (checkpoints of
-        # before the defaults were recorded: today's); an option since removed, left at its
-        # default then, is not asked for
-        written = json.loads(ck.get("defaults", "{}"))
-        written = {sec: {k: v for k, v in d.items() if k in self.defaults.get(sec, {})}
-                   for sec, d in written.items() if isinstance(d, dict)}
-        theirs = _with_defaults(json.loads(ck.get("settings", self.settings)), self.defaults,
-                                written)
-        if theirs != _with_defaults(json.loads(self.settings), self.defaults):
+        # an option the checkpoint lacks was added after it was written: at its default
+        theirs = _with_defaults(json.loads(ck.get("settings", self.settings)), self.defaults)
+        if theirs != json.loads(self.settings):
             raise UsageError(f"{self.checkpoint} was written by a run with other settings; "
                              "resume with the same options, or use a new --out folder")
         self.net.load_state_dict(ck["model"])
@@ -173,8 +144,7 @@ class Trainer:
                        "sched": self.sched.state_dict() if self.sched is not None else {},
                        "gen": self.gen.get_state(), "history": json.dumps(history),
                        "extra": {k: obj.state_dict() for k, obj in self.extra.items()},
-                       "best": json.dumps(best), "settings": self.settings,
-                       "defaults": json.dumps(self.defaults)}, self.checkpoint)
+                       "best": json.dumps(best), "settings": self.settings}, self.checkpoint)
         (self.out / "history.json").write_text(json.dumps(history, indent=1))
         plot_curve(history, self.out / "loss_curve.png")
 
