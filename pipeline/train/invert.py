@@ -94,6 +94,12 @@ def loss_fn(log_pred: torch.Tensor, mag: torch.Tensor, floor: float = 1e-2,
 GLA_EPS = 1e-4
 
 
+def gla_edge(cfg: AudioConfig) -> int:
+    """Frames at each end of a crop that :func:`gla_loss` leaves out (part of their signal
+    lies outside the crop)."""
+    return max(1, cfg.n_fft // cfg.hop_length)
+
+
 def gla_loss(pred: torch.Tensor, mag: torch.Tensor, cfg: AudioConfig, n_iter: int,
              floor: float = 1e-2, over: float = 1.0, detach: bool = False) -> torch.Tensor:
     """:func:`loss_fn` of what FGLA makes of the magnitude ``pred`` ``[B, T, F]``: ``n_iter``
@@ -109,7 +115,7 @@ def gla_loss(pred: torch.Tensor, mag: torch.Tensor, cfg: AudioConfig, n_iter: in
     n = (T - 1) * cfg.hop_length
     if cfg.n_frames(n) != T:
         raise ValueError(f"no signal length gives {T} frames with this config")
-    e = max(1, cfg.n_fft // cfg.hop_length)
+    e = gla_edge(cfg)
     if T <= 2 * e:
         raise ValueError(f"crops of {T} frames are too short for the loss after FGLA (> {2 * e})")
     pair = FramePair(cfg, T, torch.full((B,), n), pred.device, pred.dtype)
@@ -253,8 +259,8 @@ def train_invert(train_store: str | Path, val_store: str | Path, out: str | Path
     vmel, vmag, vspans, _ = load_frames(va, 1)
     if not spans:
         raise UsageError(f"{train_store}: no utterance has >= {tc.crop} frames")
-    if tc.gla and tc.crop <= 2 * max(1, cfg.n_fft // cfg.hop_length):
-        raise UsageError(f"--gla judges each crop less its {cfg.n_fft // cfg.hop_length} frames "
+    if tc.gla and tc.crop <= 2 * gla_edge(cfg):
+        raise UsageError(f"--gla judges each crop less its {gla_edge(cfg)} frames "
                          f"at either end: --crop {tc.crop} leaves none; use a longer --crop")
     if tc.init:   # a fine-tune: the architecture is the weights'; ``refine`` is this run's
         model = load_invert_model(tc.init, cfg).train()
