@@ -104,6 +104,7 @@ def prepare(
     per_voice: int = typer.Option(300, min=1, help="festival: prompts each voice reads."),
 ) -> None:
     """Corpus recipes: locate the Debian-packaged corpora and write manifests.
+
     `speed` writes speed-perturbed copies of a manifest's utterances (Kaldi style: new pitch
     and formants, i.e. new pseudo-speakers) with ids ID_spFACTOR. `festival` synthesises the
     asterisk prompts' texts with festival's diphone voices (real speakers' diphones; needs
@@ -275,8 +276,10 @@ def phase(
                                    "run with other settings (only this store's <id>.wav files, "
                                    "failures.csv and the run record are removed)."),
 ) -> None:
-    """Magnitude -> waveform, one wav per utterance. Resumable: existing wavs are kept when the
-    store and every setting match the run that wrote them (WAV_DIR/.pipeline-run.json)."""
+    """Magnitude -> waveform, one wav per utterance. Resumable.
+
+    Existing wavs are kept when the store and every setting match the run that wrote them
+    (WAV_DIR/.pipeline-run.json)."""
     from pipeline.stages.phase import phase as run
 
     try:
@@ -319,9 +322,10 @@ def run(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace what an earlier run "
                                    "with other settings left in --out."),
 ) -> None:
-    """Audio -> mels -> waveforms [-> scores] in one process and on one cluster: extract, then
-    phase inverting the mel in memory (or invert with --keep-mag), then score. Resumable:
-    re-run the same command to finish a killed run."""
+    """Audio -> mels -> waveforms [-> scores] in one process and one cluster. Resumable.
+
+    Extract, then phase inverting the mel in memory (or invert with --keep-mag), then score.
+    Re-run the same command to finish a killed run."""
     from pipeline.config import load_config
     from pipeline.stages.run import run as run_stages
 
@@ -437,8 +441,9 @@ def vocode(
                                    "run with other settings (only the <id>.wav files of these "
                                    "mels, failures.csv and the run record are removed)."),
 ) -> None:
-    """TTS mels -> wavs (invert + phase), with a round-trip mel check in the report. Resumable:
-    existing wavs are kept when the input and every setting match the run that wrote them."""
+    """TTS mels -> wavs (invert + phase), with a round-trip mel check in the report. Resumable.
+
+    Existing wavs are kept when the input and every setting match the run that wrote them."""
     from pipeline.stages.vocode import vocode as run
 
     try:
@@ -514,8 +519,10 @@ def train_degli(
     seed: int = typer.Option(0),
     quiet: Quiet = False,
 ) -> None:
-    """Train the DeGLI residual network on FGLA iterates of the stores' STFTs (true magnitudes,
-    or the learned inverter's with --after-model). Re-run the same command to resume."""
+    """Train the DeGLI residual network. Re-run the same command to resume.
+
+    It learns on FGLA iterates of the stores' STFTs (true magnitudes, or the learned inverter's
+    with --after-model)."""
     from pipeline.models.degli import DeGLIConfig
     from pipeline.train.degli import DeGLITrainConfig
     from pipeline.train.degli import train_degli as run

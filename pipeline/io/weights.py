@@ -88,6 +88,10 @@ def available(kind: str | None = None) -> list[str]:
 
 def read_card(path: str | Path) -> dict:
     card_path = Path(path).with_suffix(".json")
+    if not card_path.exists() and not card_path.with_suffix(".pt").exists():
+        raise WeightsError(f"{card_path.with_suffix('.pt')}: no such weights file: give a .pt "
+                           "path (its .json card beside it) or one of "
+                           f"{', '.join(available()) or '(none shipped)'}")
     if not card_path.exists():
         raise WeightsError(f"{card_path}: model card missing (it holds the config and checksum)")
     try:
