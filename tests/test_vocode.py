@@ -79,6 +79,10 @@ def test_bad_mels_name_file_and_fix(tmp_path, hifigan_folder):
         with pytest.raises(MelError, match=msg) as e:
             load_mel(p, cfg)
         assert name in str(e.value)
+    for name in ("junk.npy", "junk.npz"):
+        (tmp_path / name).write_text("not an array")
+        with pytest.raises(MelError, match=f"{name}: not a .np[yz] file .*numpy.save"):
+            load_mel(tmp_path / name, cfg)
     assert load_mel(d / next(d.glob("*.npy")).name, cfg).shape == good.T.shape
 
 

@@ -42,9 +42,18 @@ class VocodeResult(StageResult):
     mel_l1_mean: float = math.nan
 
 
+_MAGIC = {".npy": (b"\x93NUMPY", "numpy.save"), ".npz": (b"PK", "numpy.savez")}
+
+
 def _read_array(path: Path) -> np.ndarray:
     try:
         suffix = path.suffix.lower()
+        if suffix in _MAGIC:
+            magic, writer = _MAGIC[suffix]
+            with open(path, "rb") as fh:
+                if not fh.read(len(magic)) == magic:   # numpy would call it pickled data
+                    raise MelError(f"{path}: not a {suffix} file (no {suffix} header): "
+                                   f"write mels with {writer}")
         if suffix == ".npy":
             return np.load(path, allow_pickle=False)
         if suffix == ".npz":
