@@ -51,7 +51,7 @@ def _read_array(path: Path) -> np.ndarray:
         if suffix in _MAGIC:
             magic, writer = _MAGIC[suffix]
             with open(path, "rb") as fh:
-                if not fh.read(len(magic)) == magic:   # numpy would call it pickled data
+                if fh.read(len(magic)) != magic:   # numpy would call it pickled data
                     raise MelError(f"{path}: not a {suffix} file (no {suffix} header): "
                                    f"write mels with {writer}")
         if suffix == ".npy":
