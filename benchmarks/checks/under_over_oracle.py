@@ -51,7 +51,8 @@ F0S = 70.0 * 2 ** (torch.arange(0, 96 * np.log2(400 / 70)) / 96)
 
 def pitch(mag: np.ndarray, sample_rate: int, n_fft: int) -> tuple[np.ndarray, np.ndarray]:
     """Per frame: the comb salience's F0 over bins 3-79, and voiced (the louder half by the
-    energy there, salience in the top half of those)."""
+    energy there, salience in the top half of those; per utterance, where ``f0_from_mel.py``
+    takes both halves over all its frames)."""
     lo, hi = 3, 80
     lx = torch.from_numpy(np.log(mag[:, lo:hi] + 1e-2))
     sal = (lx - lx.mean(1, keepdim=True)) @ combs(sample_rate, n_fft, lo, hi, F0S).T
@@ -65,15 +66,15 @@ def voiced_frames(mag: np.ndarray, cfg: AudioConfig) -> np.ndarray:
     return pitch(mag, cfg.sample_rate, cfg.n_fft)[1]
 
 
-def _lift(m: np.ndarray, rows: np.ndarray | slice, lo: int, gain: float) -> np.ndarray:
-    m[rows, lo:(80 if lo == 3 else None)] *= np.exp(gain)
+def _lift(m: np.ndarray, rows: np.ndarray | slice, bins: slice, gain: float) -> np.ndarray:
+    m[rows, bins] *= np.exp(gain)
     return m
 
 
 FIXES: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
-    "band above 1.25 kHz x e^0.5": lambda m, p, v: _lift(m, slice(None), 80, 0.5),
-    "band above 1.25 kHz x e^0.25": lambda m, p, v: _lift(m, slice(None), 80, 0.25),
-    "bins 3-79 x e^0.3 in non-voiced frames": lambda m, p, v: _lift(m, ~v, 3, 0.3),
+    "band above 1.25 kHz x e^0.5": lambda m, p, v: _lift(m, slice(None), slice(80, None), 0.5),
+    "band above 1.25 kHz x e^0.25": lambda m, p, v: _lift(m, slice(None), slice(80, None), 0.25),
+    "bins 3-79 x e^0.3 in non-voiced frames": lambda m, p, v: _lift(m, ~v, slice(3, 80), 0.3),
     "pseudo-inverse in non-voiced frames (bins 3+)":
         lambda m, p, v: np.where(~v[:, None] & (np.arange(m.shape[1]) >= 3), p, m),
     "geometric mean with the pseudo-inverse, non-voiced frames (bins 3+)":
