@@ -17,6 +17,11 @@ e^0.25 (the net lies ~0.55 neper below the truth there, the pseudo-inverse on it
 band of non-voiced frames lifted by e^0.3, the pseudo-inverse or its geometric mean with the
 net in non-voiced frames. ``--bias``: no FGLA; the median log error (estimate - truth) of the
 net and of the pseudo-inverse in bins 3-79 and 80+, voiced frames (by the truth) and the rest.
+``--levels``: the oracle over all bins, the under-estimates raised only where the truth lies in
+a range of levels (below 0.01, the training loss's floor; 0.01-0.1; above 0.1, about the
+median bin), then those above 0.1 by band (bins 0-79, 80-159, 160-255, 256+), and those of
+bins 0-79 by frame class (voiced as above; other frames whose salience is in the utterance's
+top half; the rest).
 """
 from __future__ import annotations
 
@@ -97,6 +102,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=60, help="the store's first N utterances")
     ap.add_argument("--fixes", action="store_true", help="score the level corrections instead")
     ap.add_argument("--bias", action="store_true", help="print the median log errors only")
+    ap.add_argument("--levels", action="store_true", help="the oracle split by level and band")
     a = ap.parse_args()
     torch.set_num_threads(1)
     s = Store(a.store)
@@ -131,10 +137,40 @@ def main() -> None:
         rows = [("model", model)] + [(name, [fix(m.copy(), p, voiced_frames(p, cfg))
                                              for m, p in zip(model, pinvs)])
                                      for name, fix in FIXES.items()]
+    elif a.levels:
+        rows = level_rows(trues, model, cfg)
     else:
         rows = oracle_rows(trues, model, cfg)
     for name, mags in rows:
         print(f"{a.store} {name}: PESQ-WB zero / random 0 / random 1: {score(mags)}", flush=True)
+
+
+def level_rows(trues: list[np.ndarray], model: list[np.ndarray],
+               cfg: AudioConfig) -> list[tuple[str, list[np.ndarray]]]:
+    bins = np.arange(cfg.n_freq)
+
+    def raised(where: Callable[[np.ndarray, int], np.ndarray]) -> list[np.ndarray]:
+        return [np.where((t > m) & where(t, i), t, m) for i, (t, m) in enumerate(zip(trues, model))]
+
+    rows = [(f"under-estimates raised where the truth is in [{lo:g}, {hi:g})",
+             raised(lambda t, i, lo=lo, hi=hi: (t >= lo) & (t < hi)))
+            for lo, hi in ((0.0, 0.01), (0.01, 0.1), (0.1, np.inf))]
+    rows += [(f"... >= 0.1, bins {lo}-{hi - 1} only",
+              raised(lambda t, i, lo=lo, hi=hi: (t >= 0.1) & (bins >= lo) & (bins < hi)))
+             for lo, hi in ((0, 80), (80, 160), (160, 256), (256, cfg.n_freq))]
+    classes = []
+    for t in trues:
+        lx = torch.from_numpy(np.log(t[:, 3:80] + 1e-2))
+        sal = ((lx - lx.mean(1, keepdim=True)) @ combs(cfg.sample_rate, cfg.n_fft, 3, 80, F0S).T)
+        periodic = sal.max(1).values.numpy() > np.median(sal.max(1).values.numpy())
+        voiced = voiced_frames(t, cfg)
+        classes.append({"voiced frames": voiced, "other periodic frames": periodic & ~voiced,
+                        "the rest": ~periodic & ~voiced})
+    for name in classes[0]:
+        rows.append((f"... >= 0.1, bins 0-79, {name} only",
+                     raised(lambda t, i, name=name: (t >= 0.1) & (bins < 80)
+                            & classes[i][name][:, None])))
+    return rows
 
 
 def oracle_rows(trues: list[np.ndarray], model: list[np.ndarray],
