@@ -65,8 +65,9 @@ def save(state_dict: dict, card: dict[str, Any], path: str | Path, half: bool = 
 
 def resolve(name_or_path: str | Path) -> Path:
     p = Path(name_or_path)
-    if p.suffix in (".pt", ".json") or p.exists():
-        return p.with_suffix(".pt")
+    pt = p.with_suffix(".pt")
+    if (p.suffix in (".pt", ".json") or p.exists()) and (pt.exists() or p.with_suffix(".json").exists()):
+        return pt   # either half missing is said by read_card / load_state
     for cand in (WEIGHTS_DIR / f"{name_or_path}.pt", Path(f"{name_or_path}.pt")):
         if cand.exists():     # a shipped name, or a path given without its suffix
             return cand
@@ -88,10 +89,6 @@ def available(kind: str | None = None) -> list[str]:
 
 def read_card(path: str | Path) -> dict:
     card_path = Path(path).with_suffix(".json")
-    if not card_path.exists() and not card_path.with_suffix(".pt").exists():
-        raise WeightsError(f"{card_path.with_suffix('.pt')}: no such weights file: give a .pt "
-                           "path (its .json card beside it) or one of "
-                           f"{', '.join(available()) or '(none shipped)'}")
     if not card_path.exists():
         raise WeightsError(f"{card_path}: model card missing (it holds the config and checksum)")
     try:
