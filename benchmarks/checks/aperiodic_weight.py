@@ -18,8 +18,7 @@ from __future__ import annotations
 import sys
 
 import torch
-from f0_from_mel import combs
-from under_over_oracle import F0S
+from f0_from_mel import F0S, combs
 
 import pipeline.train.invert as ti
 from pipeline.cli import main as cli_main

@@ -23,6 +23,8 @@ from pipeline.io.store import Store
 from pipeline.models.inverter import load_invert_model
 from pipeline.train.invert import load_frames
 
+F0S = 70.0 * 2 ** (torch.arange(0, 96 * np.log2(400 / 70)) / 96)   # 70-400 Hz, 1/96 octave
+
 
 def combs(sample_rate: int, n_fft: int, lo: int, hi: int, f0s: torch.Tensor) -> torch.Tensor:
     """``[C, hi - lo]``: unit-norm, zero-mean Gaussian combs (sd 1 bin) at each F0's harmonics."""
@@ -52,15 +54,14 @@ def main() -> None:
     with torch.inference_mode():
         est = {"pseudo-inverse": pinv(m, cfg)[0], "inverter": net.magnitude(m)[0]}
     lo, hi = 3, int(1250 * cfg.n_fft / cfg.sample_rate)
-    f0s = 70.0 * 2 ** (torch.arange(0, 96 * np.log2(400 / 70)) / 96)
-    comb = combs(cfg.sample_rate, cfg.n_fft, lo, hi, f0s)
+    comb = combs(cfg.sample_rate, cfg.n_fft, lo, hi, F0S)
 
     def salience(x: torch.Tensor) -> torch.Tensor:
         lx = (x[:, lo:hi] + 1e-2).log()
         return (lx - lx.mean(1, keepdim=True)) @ comb.T                   # [T, C]
 
     s_true = salience(g)
-    f_true = f0s[s_true.argmax(1)]
+    f_true = F0S[s_true.argmax(1)]
     low = g[:, lo:hi].sum(1)
     loud = low > low.median()
     peak = s_true.max(1).values
@@ -68,7 +69,7 @@ def main() -> None:
     print(f"{a.store}: {len(pick)} utterances, {int(voiced.sum())} voiced frames of {len(idx)}; "
           f"true F0 median {float(f_true[voiced].median()):.0f} Hz")
     for name, x in est.items():
-        f = f0s[salience(x).argmax(1)]
+        f = F0S[salience(x).argmax(1)]
         r = (f / f_true)[voiced]
         right = float(((r - 1).abs() < 0.04).float().mean())
         cents = (1200 * r.log2()).abs()

@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from f0_from_mel import combs
+from f0_from_mel import F0S, combs
 from pesq import pesq
 
 from pipeline.config import AudioConfig
@@ -51,20 +51,18 @@ def valley_floor(mag: np.ndarray, depth: float, lo: int = 3, hi: int = 80,
     return np.exp(log).astype(mag.dtype)
 
 
-F0S = 70.0 * 2 ** (torch.arange(0, 96 * np.log2(400 / 70)) / 96)
-
-
-def pitch(mag: np.ndarray, sample_rate: int, n_fft: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per frame: the comb salience's F0 over bins 3-79, and voiced (the louder half by the
+def pitch(mag: np.ndarray, sample_rate: int,
+          n_fft: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per frame: the comb salience's F0 over bins 3-79, voiced (the louder half by the
     energy there, salience in the top half of those; per utterance, where ``f0_from_mel.py``
-    takes both halves over all its frames)."""
+    takes both halves over all its frames), and the salience's peak."""
     lo, hi = 3, 80
     lx = torch.from_numpy(np.log(mag[:, lo:hi] + 1e-2))
     sal = (lx - lx.mean(1, keepdim=True)) @ combs(sample_rate, n_fft, lo, hi, F0S).T
     energy, peak = mag[:, lo:hi].sum(1), sal.max(1).values.numpy()
     loud = energy > np.median(energy)
     voiced = loud & (peak > np.median(peak[loud])) if loud.any() else loud
-    return F0S[sal.argmax(1)].numpy(), voiced
+    return F0S[sal.argmax(1)].numpy(), voiced, peak
 
 
 def voiced_frames(mag: np.ndarray, cfg: AudioConfig) -> np.ndarray:
@@ -90,7 +88,7 @@ FIXES: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
 
 def near_harmonic(true: np.ndarray, sample_rate: int, n_fft: int) -> np.ndarray:
     """``[T, F]``: True within 1 bin of a harmonic of the frame's F0 in voiced frames."""
-    f0, voiced = pitch(true, sample_rate, n_fft)
+    f0, voiced, _ = pitch(true, sample_rate, n_fft)
     pos = np.arange(true.shape[1])[None, :] * sample_rate / n_fft / f0[:, None]   # in harmonics
     dist = np.abs(pos - np.round(pos)) * f0[:, None] * n_fft / sample_rate       # in bins
     return voiced[:, None] & (dist <= 1.0) & (np.round(pos) >= 1)
@@ -160,10 +158,8 @@ def level_rows(trues: list[np.ndarray], model: list[np.ndarray],
              for lo, hi in ((0, 80), (80, 160), (160, 256), (256, cfg.n_freq))]
     classes = []
     for t in trues:
-        lx = torch.from_numpy(np.log(t[:, 3:80] + 1e-2))
-        sal = ((lx - lx.mean(1, keepdim=True)) @ combs(cfg.sample_rate, cfg.n_fft, 3, 80, F0S).T)
-        periodic = sal.max(1).values.numpy() > np.median(sal.max(1).values.numpy())
-        voiced = voiced_frames(t, cfg)
+        _, voiced, peak = pitch(t, cfg.sample_rate, cfg.n_fft)
+        periodic = peak > np.median(peak)
         classes.append({"voiced frames": voiced, "other periodic frames": periodic & ~voiced,
                         "the rest": ~periodic & ~voiced})
     for name in classes[0]:
