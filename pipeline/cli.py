@@ -74,10 +74,11 @@ def manifest(
 
     try:
         utts, fails = manifest_from_folder(folder)
+        if out:
+            write_manifest(utts, out, [folder])
     except PipelineError as exc:
         _fail(str(exc))
     if out:
-        write_manifest(utts, out)
         console.print(f"{len(utts)} utterances, {sum(u.duration or 0.0 for u in utts):.1f} s -> {_e(str(out))}")
     else:
         for u in utts:
@@ -658,8 +659,12 @@ def info(store: Path = typer.Argument(..., help="A store written by `pipeline ex
     print(f"utterances {s['utterances']} ({s['seconds']:.1f} s), {s['shards']} shards")
     for stage, done in s["complete"].items():
         print(f"{stage:10} {done}/{s['shards']} shards complete")
+    for why in s["damaged"].values():
+        print(f"damaged    {why}")
     print("failures   " + ", ".join(f"{stage} {n}" + (f" ({path})" if n else "")
                                     for stage, (n, path) in s["failures"].items()))
+    if s["damaged"]:
+        raise typer.Exit(1)
 
 
 @cluster_app.command("script")

@@ -176,8 +176,9 @@ def test_resume_refuses_wavs_of_other_settings(tmp_path, small_store):
     stray = tmp_path / "stray"
     stray.mkdir()
     shutil.copy(next(out.glob("*.wav")), stray)                              # no run record
-    with pytest.raises(OutputError, match="no record of the run"):
-        phase(small_store, stray, n_iter=8, progress=False)
+    for overwrite in (False, True):                                          # not ours
+        with pytest.raises(OutputError, match="did not write"):
+            phase(small_store, stray, n_iter=8, overwrite=overwrite, progress=False)
 
 
 def test_vocode_resume_refuses_another_preset(tmp_path, tts_mels):

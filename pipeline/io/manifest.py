@@ -19,7 +19,7 @@ from typing import Iterable
 
 from pipeline.errors import PipelineError
 from pipeline.io.audio import AUDIO_EXTENSIONS, AudioError, info
-from pipeline.io.results import Failure
+from pipeline.io.results import Failure, claim_file, first_line
 
 POCKETSPHINX_DIR = Path("/usr/share/pocketsphinx/test/data")
 # The utterances of pocketsphinx-testdata: 10 wav files and 4 headerless 16 kHz int16 files.
@@ -60,13 +60,16 @@ UNSUPPORTED_AUDIO = (".m4a", ".aac", ".mp4", ".wma", ".webm", ".amr", ".3gp", ".
 
 
 def scan_folder(root: str | Path, extensions: Iterable[str] = AUDIO_EXTENSIONS,
-                problems: list[tuple[Path, str]] | None = None) -> list[Path]:
+                problems: list[tuple[Path, str]] | None = None,
+                exclude: Iterable[str | Path] = ()) -> list[Path]:
     """Audio files below ``root`` (sorted), by extension (case-insensitive).
 
     ``problems``, when given, receives ``(path, reason)`` for what could not be taken: a
-    folder that cannot be listed (permission denied) and audio in a format we cannot read."""
+    folder that cannot be listed (permission denied) and audio in a format we cannot read.
+    ``exclude``: folders left out of the search (a run's own output inside its input)."""
     root = Path(root)
     exts = {e.lower() for e in extensions}
+    skip = {Path(e).resolve() for e in exclude}
     found = []
 
     def unreadable(err: OSError) -> None:
@@ -75,7 +78,8 @@ def scan_folder(root: str | Path, extensions: Iterable[str] = AUDIO_EXTENSIONS,
             problems.append((Path(err.filename), f"{why}: {err.filename} (its files are not read)"))
 
     for folder, dirs, files in os.walk(root, onerror=unreadable):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                         and not (skip and (Path(folder) / d).resolve() in skip))
         # a folder named like audio is an input that fails ("is a directory"), and is searched
         for name in [*files, *(d for d in dirs if Path(d).suffix.lower() in exts)]:
             p = Path(folder) / name
@@ -122,12 +126,13 @@ def manifest_from_paths(paths: Iterable[str | Path], root: str | Path | None = N
     return utts, fails
 
 
-def manifest_from_folder(root: str | Path) -> tuple[list[Utterance], list[Failure]]:
+def manifest_from_folder(root: str | Path, exclude: Iterable[str | Path] = ()
+                         ) -> tuple[list[Utterance], list[Failure]]:
     root = Path(root)
     if not root.is_dir():
         raise ManifestError(f"{root}: not a folder")
     problems: list[tuple[Path, str]] = []
-    files = scan_folder(root, problems=problems)
+    files = scan_folder(root, problems=problems, exclude=exclude)
     skipped = [Failure(utterance_id(p, root) if p != root else str(p), str(p), "manifest", why)
                for p, why in problems]
     if not files:
@@ -183,8 +188,24 @@ def read_manifest(path: str | Path) -> list[Utterance]:
     return out
 
 
-def write_manifest(utts: Iterable[Utterance], path: str | Path) -> Path:
-    path = Path(path)
+def is_manifest(path: Path) -> bool:
+    """Whether ``path`` reads as a manifest this tool wrote (empty, or a first line that is a
+    JSON object with ``id`` and ``path``): :func:`write_manifest` replaces nothing else."""
+    line = first_line(path)
+    if not line:
+        return path.stat().st_size == 0
+    try:
+        d = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(d, dict) and "id" in d and "path" in d
+
+
+def write_manifest(utts: Iterable[Utterance], path: str | Path,
+                   inputs: Iterable[str | Path] = ()) -> Path:
+    """Write a JSONL manifest atomically; refuse a path that is one of ``inputs`` or an
+    existing file that is not a manifest (:func:`pipeline.io.results.claim_file`)."""
+    path = claim_file(path, list(inputs), is_manifest, "manifest")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(u.to_json() + "\n" for u in utts), encoding="utf-8")
@@ -192,14 +213,16 @@ def write_manifest(utts: Iterable[Utterance], path: str | Path) -> Path:
     return path
 
 
-def resolve_inputs(inputs: list[str | Path]) -> tuple[list[Utterance], list[Failure]]:
-    """A folder, a ``.jsonl`` manifest, or audio files -> utterances (+ header failures)."""
+def resolve_inputs(inputs: list[str | Path], exclude: Iterable[str | Path] = ()
+                   ) -> tuple[list[Utterance], list[Failure]]:
+    """A folder, a ``.jsonl`` manifest, or audio files -> utterances (+ header failures).
+    ``exclude``: folders a folder's search leaves out."""
     if not inputs:
         raise ManifestError("no input given: pass a folder, a .jsonl manifest, or audio files")
     if len(inputs) == 1:
         p = Path(inputs[0])
         if p.is_dir():
-            return manifest_from_folder(p)
+            return manifest_from_folder(p, exclude)
         if p.suffix == ".jsonl":
             return read_manifest(p), []
         if not p.exists():

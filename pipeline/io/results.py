@@ -4,9 +4,10 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from pipeline.errors import PipelineError
+from pipeline.io.audio import AUDIO_EXTENSIONS
 from pipeline.io.store import shard_name
 
 
@@ -42,43 +43,126 @@ def check_writable(folder: str | Path) -> None:
 RUN_FILE = ".pipeline-run.json"
 
 
-def claim_output(folder: str | Path, record: dict, outputs: list[Path], overwrite: bool = False
-                 ) -> None:
+def _inside(path: Path, folder: Path) -> bool:
+    return folder == path or folder in path.parents
+
+
+def refuse_sources_inside(folder: str | Path, sources: list[str], what: str) -> None:
+    """Refuse an output folder that holds any of ``sources`` (the recordings a store was
+    extracted from): writing ``<id>.wav`` there would replace them. Raises :class:`OutputError`."""
+    here = Path(folder).resolve()
+    for s in sources:
+        src = Path(s).resolve()
+        if _inside(src, here):
+            raise OutputError(f"--out {folder} holds the source audio of {what} ({s}): its "
+                              "reconstructions would replace the recordings; choose another --out")
+
+
+def claim_output(folder: str | Path, record: dict, outputs: list[Path], overwrite: bool = False,
+                 sources: Sequence[str] = ()) -> None:
     """Make ``folder`` the output of the run ``record`` describes (its input and every setting
     that changes the result), so that a resume never keeps outputs of other settings.
 
+    - ``sources``: input files; a folder holding any of them is refused, ``overwrite`` or not.
     - ``overwrite``: the files this run writes (``outputs``), its failures CSV and its record
-      are removed first; nothing else in the folder is touched.
+      are removed first, and only when the folder's record says this tool wrote them; nothing
+      else in the folder is touched.
     - a record of another run: refused, naming the settings that differ.
-    - outputs present without a record (an older version's or someone else's): refused.
+    - outputs present without a record (files this tool did not write): refused, ``overwrite``
+      or not.
     Raises :class:`OutputError`; the CLI prints it in one line."""
     import json
     import os
 
     folder = Path(folder)
     path = folder / RUN_FILE
-    if overwrite:
+    refuse_sources_inside(folder, list(sources), record.get("store") or record.get("source") or "the input")
+    if not path.exists():
+        clash = [p for p in outputs if p.exists()]
+        if clash:
+            raise OutputError(f"{folder} already holds files with the names this run writes "
+                              f"({clash[0].name}{', ...' if len(clash) > 1 else ''}) that this "
+                              "tool did not write (no run record): choose another --out, or move "
+                              "them away yourself")
+    elif overwrite:
         for p in [*outputs, folder / "failures.csv", path]:
             p.unlink(missing_ok=True)
-    elif path.exists():
+    else:
         try:
             old = json.loads(path.read_text())
         except (OSError, ValueError):
             old = {}
         if old != record:
-            keys = sorted(set(old) | set(record))
-            diff = [f"{k}: {old.get(k)!r} -> {record.get(k)!r}" for k in keys
-                    if old.get(k) != record.get(k)]
-            raise OutputError(f"{folder} holds the output of another run ({'; '.join(diff[:4])}); "
+            raise OutputError(f"{folder} holds the output of another run ({record_diff(old, record)}); "
                               "resume with the same settings, pass --overwrite to replace those "
                               "files, or choose another --out")
-    elif any(p.exists() for p in outputs):
-        raise OutputError(f"{folder} already holds outputs with these names but no record of the "
-                          "run that made them; pass --overwrite to replace them, or choose "
-                          "another --out")
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
     os.replace(tmp, path)
+
+
+def record_diff(old: dict, new: dict, limit: int = 4) -> str:
+    """The settings that differ between two run records, innermost field first
+    (``options.momentum: 0.99 -> 0.9``), never two whole dicts."""
+    diffs: list[str] = []
+
+    def walk(a, b, prefix: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b), key=str):
+                walk(a.get(k), b.get(k), f"{prefix}{k}.")
+        elif a != b:
+            diffs.append(f"{prefix[:-1]}: {_short(a)} -> {_short(b)}")
+
+    walk(old, new, "")
+    return "; ".join(diffs[:limit]) + ("; ..." if len(diffs) > limit else "")
+
+
+def _short(v) -> str:
+    s = repr(v)
+    return s if len(s) <= 40 else s[:37] + "..."
+
+
+def claim_file(path: str | Path, inputs: list[str | Path], ours: Callable[[Path], bool],
+               what: str) -> Path:
+    """Check that the single file ``path`` may be written: it is none of ``inputs`` (files, or
+    folders whose files it would be), and if it exists, ``ours(path)`` says this tool wrote
+    it (a report, a manifest, a plot). Raises :class:`OutputError` naming the file."""
+    path = Path(path)
+    here = path.resolve()
+    for i in inputs:
+        src = Path(i).resolve()
+        if src == here or (src.is_dir() and _inside(here, src) and here.suffix.lower() in AUDIO_EXTENSIONS):
+            raise OutputError(f"{path} is one of the inputs ({i}): writing the {what} there would "
+                              "replace it; choose another --out")
+    if path.is_dir():
+        raise OutputError(f"{path} is a folder; give a file name for the {what}")
+    if path.exists() and not ours(path):
+        raise OutputError(f"{path} exists and is not a {what} written by pipeline: it is left "
+                          "as it is; choose another --out, or move it away yourself")
+    return path
+
+
+def first_line(path: Path, limit: int = 4096) -> str:
+    """The first line of a file as text ('' when it is not text)."""
+    try:
+        with path.open("rb") as fh:
+            return fh.read(limit).split(b"\n", 1)[0].decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def is_csv_with(columns: list[str]) -> Callable[[Path], bool]:
+    """``ours`` for :func:`claim_file`: a CSV whose header starts with ``columns``."""
+    head = ",".join(columns)
+    return lambda p: first_line(p).startswith(head)
+
+
+def is_png(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            return fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    except OSError:
+        return False
 
 
 @dataclass

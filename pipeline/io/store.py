@@ -189,10 +189,42 @@ class Store:
     def write_array(self, group: zarr.Group, name: str, data: np.ndarray,
                     dtype: str = "float32") -> None:
         chunks = (min(CHUNK_FRAMES, max(1, data.shape[0])), data.shape[1])
+        # every chunk on disk, all-zero ones too: a chunk file missing is then damage
+        # (:meth:`damage`), never a stretch of zeros
         arr = group.create_array(name, shape=data.shape, chunks=chunks, dtype=dtype,
-                                 overwrite=True, fill_value=0.0)
+                                 overwrite=True, fill_value=0.0,
+                                 config={"write_empty_chunks": True})
         if data.size:
             arr[...] = data
+
+    def _damaged(self, name: str, array: str, why: str) -> StoreError:
+        return StoreError(f"{self.path}: shard {name}/{array} is damaged ({why}); delete "
+                          f"{self.path / 'shards' / name} and re-run the stage that wrote it")
+
+    def _open_array(self, g: zarr.Group, name: str, array: str) -> zarr.Array:
+        """The array, checked whole: a chunk file missing would read as zeros (zarr's fill
+        value), which phase turns into full-scale noise, so it is damage like a bad chunk."""
+        try:
+            arr = cast(zarr.Array, g[array])
+            have, want = arr.nchunks_initialized, arr.nchunks
+        except Exception as exc:  # zarr raises several types for damaged metadata
+            raise self._damaged(name, array, str(exc)) from exc
+        if have < want:
+            raise self._damaged(name, array, f"{want - have} of {want} chunk file(s) missing")
+        return arr
+
+    def damage(self, name: str, arrays: Sequence[str] = ("mel", "mag_true", "mag")) -> str | None:
+        """What is wrong with the arrays of shard ``name`` that it holds (None: intact)."""
+        g = self.shard_group(name)
+        if g is None:
+            return f"{self.path}: shard {name} is missing or its metadata is damaged"
+        for a in arrays:
+            if a in g:
+                try:
+                    self._open_array(g, name, a)
+                except StoreError as exc:
+                    return str(exc)
+        return None
 
     def read_array(self, name: str, array: str, rows: slice = slice(None)) -> np.ndarray:
         g = self.shard_group(name)
@@ -201,12 +233,11 @@ class Store:
                     "mag_true": "extract with --with-mag",
                     "mag": "run `pipeline invert` first"}.get(array, "")
             raise StoreError(f"{self.path}: shard {name} has no '{array}' array; {hint}")
+        arr = self._open_array(g, name, array)
         try:
-            return np.asarray(cast(zarr.Array, g[array])[rows])
+            return np.asarray(arr[rows])
         except Exception as exc:
-            raise StoreError(f"{self.path}: shard {name}/{array} is damaged ({exc}); delete "
-                             f"{self.path / 'shards' / name} and re-run the stage that wrote it"
-                             ) from exc
+            raise self._damaged(name, array, str(exc)) from exc
 
     def entries(self, name: str) -> list[Entry]:
         return [Entry(shard=name, **u) for u in self.shard_attrs(name).get("utterances", [])]
@@ -229,19 +260,22 @@ class Store:
 
 
 def summary(store: Store) -> dict[str, Any]:
-    """What ``pipeline info`` prints: config, utterances, shards complete per stage, failures
-    recorded per stage (with the CSV that lists them)."""
+    """What ``pipeline info`` prints: config, utterances, shards complete per stage (every
+    chunk of a complete shard checked present), damaged shards and why, failures recorded per
+    stage (with the CSV that lists them)."""
     entries, cfg, names = store.all_entries(), store.config, store.shard_names()
     failures = {}
     for stage in ("extract", "invert"):   # every failure a run recorded, header failures too
         path = failures_csv_path(store.path, "" if stage == "extract" else stage)
         n = sum(1 for _ in path.open(encoding="utf-8")) - 1 if path.exists() else 0
         failures[stage] = (n, path)
+    damaged = {n: why for n in names if (why := store.damage(n)) is not None}
+    ok = [n for n in names if n not in damaged]
     return {"path": store.path, "config": cfg, "utterances": len(entries),
             "seconds": sum(e.n_samples for e in entries) / cfg.sample_rate, "shards": len(names),
-            "complete": {"extract": len(names) - len(store.incomplete("extract")),
-                         "invert": len(names) - len(store.incomplete("mag"))},
-            "failures": failures}
+            "complete": {"extract": sum(store.is_complete(n) for n in ok),
+                         "invert": sum(store.is_complete(n, "mag") for n in ok)},
+            "damaged": damaged, "failures": failures}
 
 
 def store_items(store: Store, shard: str) -> list[dict]:

@@ -176,8 +176,12 @@ def local_client(workers: int, quiet: bool = True, settings: dict | None = None,
             with _interrupts_deferred() as interrupted:
                 # a Ctrl-C while the workers start waits for them: interrupted half-way, they
                 # outlived this process and each printed a traceback
+                # no dashboard; the scheduler's HTTP endpoint (health checks) on a free port
+                # of the loopback, so that a second run beside this one neither warns that
+                # 8787 is taken nor listens beyond this machine
                 lc = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                   dashboard_address=None, silence_logs=40,
+                                  scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
                                   preload=["pipeline.parallel.tasks"])
                 client = Client(lc)
             with lc, client:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -95,18 +96,19 @@ def extract_shard(store_path: str, index: int, items: list[dict], cfg_dict: dict
 def extract(inputs: list[str | Path] | str | Path, out: str | Path, config: AudioConfig, *,
             with_mag: bool = False, workers: int = 1, shard_seconds: float = DEFAULT_SHARD_SECONDS,
             cluster: str = "local", profile: str | None = None, progress: bool = True,
-            overwrite: bool = False) -> StageResult:
+            overwrite: bool = False, exclude: Sequence[str | Path] = ()) -> StageResult:
     """Extract mels from a folder / manifest / files into ``out`` (a zarr store).
 
     Resumable: re-running with the same input and config skips completed shards. Bad files are
-    recorded (``<store>.failures.csv``) and skipped; the result lists them.
+    recorded (``<store>.failures.csv``) and skipped; the result lists them. ``exclude``:
+    folders inside an input folder that are not searched (``pipeline run``'s own output).
     """
     t0 = time.perf_counter()
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
     out = Path(out)
     check_writable(out.parent)
-    utts, header_failures = resolve_inputs(list(inputs))
+    utts, header_failures = resolve_inputs(list(inputs), exclude)
     plan = plan_shards(utts, shard_seconds)
     source = ", ".join(str(i) for i in inputs)
     if out.exists() and not overwrite:
@@ -121,7 +123,9 @@ def extract(inputs: list[str | Path] | str | Path, out: str | Path, config: Audi
     else:
         Store.check_replaceable(out, list(inputs))
         store = Store.create(out, config, plan, source)
-    todo = [i for i in range(len(plan)) if not store.is_complete(shard_name(i))]
+    # a shard marked complete whose arrays were damaged since (a chunk file lost) is redone
+    todo = [i for i in range(len(plan)) if not store.is_complete(shard_name(i))
+            or store.damage(shard_name(i), ("mel", "mag_true")) is not None]
     threads = threads_per_worker(workers, cluster, profile)
     tasks = [(i, (str(out), i, plan[i], config.to_dict(), with_mag, threads)) for i in todo]
     res = StageResult(store=out, skipped_shards=len(plan) - len(todo), failures=header_failures)

@@ -497,7 +497,9 @@ def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *,
               "store_created": store.root.attrs.get("created"), "magnitudes": mags,
               "algo": algo, "iters": n_iter, "source": source, "init": init, "project": project,
               "seed": seed, "options": {k: v for k, v in sorted(extra.items())}}
-    claim_output(out, record, [wav_path(out, e.id) for e in store.all_entries()], overwrite)
+    entries = store.all_entries()
+    claim_output(out, record, [wav_path(out, e.id) for e in entries], overwrite,
+                 sources=[e.source for e in entries])
     workers = workers_for(device, workers)
     threads = threads or threads_per_worker(workers, cluster, profile)
     batch_frames = batch_frames or phase_batch_frames(resolve_device(device))

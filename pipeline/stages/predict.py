@@ -9,12 +9,33 @@ import torch
 from pipeline.config import AudioConfig
 from pipeline.dsp.mel import mel_spectrogram
 from pipeline.io.audio import AudioError, load, write_wav
-from pipeline.io.results import check_writable
+from pipeline.io.results import check_writable, claim_file
 from pipeline.metrics.registry import MetricError, pesq_wb, stoi
 from pipeline.parallel.batching import resolve_device
 from pipeline.plots import spectrogram_pair
 from pipeline.stages.invert import invert_frames
 from pipeline.stages.phase import default_iters, reconstruct
+
+
+def _is_record(path: Path) -> bool:
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(d, dict) and {"input", "output", "config"} <= set(d)
+
+
+def check_outputs(stem: Path, audio: Path) -> None:
+    """Refuse, before any work, to write over the input or over files an earlier predict did
+    not write: ``<stem>.json`` must be predict's record, and an existing ``<stem>.wav`` /
+    ``.png`` the output that record names."""
+    record = stem.with_suffix(".json")
+    claim_file(record, [audio], _is_record, "prediction record")
+    ours = (json.loads(record.read_text()).get("output") if record.exists() else None)
+    for suffix, what in ((".wav", "reconstruction"), (".png", "spectrogram picture")):
+        claim_file(stem.with_suffix(suffix), [audio],
+                   lambda p: ours is not None and Path(ours).resolve() == p.with_suffix(".wav").resolve(),
+                   what)
 
 
 def predict(audio: str | Path, out: str | Path, cfg: AudioConfig, *, method: str = "pinv",
@@ -29,6 +50,8 @@ def predict(audio: str | Path, out: str | Path, cfg: AudioConfig, *, method: str
         raise AudioError(f"{audio}: {len(y)} sample(s) at {cfg.sample_rate} Hz; reconstruction "
                          f"needs at least one frame ({cfg.win_length} samples)")
     check_writable(out)
+    stem = out / audio.stem
+    check_outputs(stem, audio)
     with torch.inference_mode():
         mel = mel_spectrogram(torch.from_numpy(y)[None], cfg)[0].T.numpy()
     model = None
@@ -38,17 +61,18 @@ def predict(audio: str | Path, out: str | Path, cfg: AudioConfig, *, method: str
     mag = invert_frames([mel], cfg, method, model=model, device=dev)
     rec = reconstruct(mag, [len(y)], cfg, algo, n_iter=n_iter, device=dev, project=project,
                       mels=[mel])[0]
-    stem = out / audio.stem
+    scores: dict = {"input": str(audio), "output": str(stem.with_suffix(".wav")), "config": cfg.name,
+                    "method": method, "algo": algo, "iters": n_iter, "project": project}
+    record = stem.with_suffix(".json")
+    record.write_text(json.dumps(scores, indent=1) + "\n")   # first: names the files it owns
     write_wav(stem.with_suffix(".wav"), rec, cfg.sample_rate)
     spectrogram_pair(y, rec, cfg.sample_rate, stem.with_suffix(".png"),
                      f"{audio.name}: {method} + {algo} {n_iter} ({project})")
-    scores: dict = {"input": str(audio), "output": str(stem.with_suffix(".wav")), "config": cfg.name,
-                    "method": method, "algo": algo, "iters": n_iter, "project": project}
     for name, fn in (("pesq_wb", pesq_wb), ("stoi", stoi)):
         try:
             scores[name] = round(fn(reference=y, estimate=rec, sample_rate=cfg.sample_rate), 4)
         except MetricError as exc:
             scores[name] = None
             scores[f"{name}_error"] = str(exc)
-    stem.with_suffix(".json").write_text(json.dumps(scores, indent=1) + "\n")
+    record.write_text(json.dumps(scores, indent=1) + "\n")
     return scores

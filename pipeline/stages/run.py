@@ -49,7 +49,9 @@ def run(inputs: list[str | Path] | str | Path, out: str | Path, config: AudioCon
         score: bool = False, metrics: list[str] | None = None, workers: int = 1,
         cluster: str = "local", profile: str | None = None, device: str = "auto",
         progress: bool = True, overwrite: bool = False) -> RunResult:
-    """Audio -> waveforms (and scores) in ``out``; see the module docstring for the layout."""
+    """Audio -> waveforms (and scores) in ``out``; see the module docstring for the layout.
+    What it writes (``out/wav``, ``out/mels.zarr``) is left out of an input folder's search,
+    so a re-run (the way to resume) never reads its own output as input."""
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -58,7 +60,7 @@ def run(inputs: list[str | Path] | str | Path, out: str | Path, config: AudioCon
     with shared_client(workers, cluster, profile, preload=STAGE_MODULES):
         res.stages["extract"] = extract(inputs, store, config, overwrite=overwrite,
                                         workers=workers, cluster=cluster, profile=profile,
-                                        progress=progress)
+                                        progress=progress, exclude=[wavs, store])
         if keep_mag:
             res.stages["invert"] = invert(store, method, weights=invert_weights, device=device,
                                           overwrite=overwrite, workers=workers, cluster=cluster,

@@ -159,6 +159,38 @@ def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
                             ("nan" if isinstance(v, float) else v)) for k, v in r.items()})
 
 
+ROW_COLUMNS = ["id", "ref", "hyp", "duration"]
+SUMMARY_COLUMNS = ["metric", "unit", "mean", "median", "std", "count", "failures"]
+
+
+def summary_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".summary.csv")
+
+
+def plots_dir(out: Path) -> Path:
+    return out.with_name(out.stem + "-plots")
+
+
+def check_report_paths(out: Path, inputs: list[str | Path], plot: bool) -> None:
+    """Refuse, before any scoring, report paths that are inputs or files this tool did not
+    write (a CSV report, its summary, the plots' PNGs): nothing but our own reports is
+    replaced."""
+    from pipeline.io.results import OutputError, claim_file, is_csv_with, is_png
+
+    claim_file(out, inputs, is_csv_with(ROW_COLUMNS), "score report")
+    claim_file(summary_path(out), inputs, is_csv_with(SUMMARY_COLUMNS), "score summary")
+    folder = plots_dir(out)
+    if plot and folder.is_dir():
+        for p in folder.iterdir():
+            if p.name.startswith(("hist_", "best_", "worst_")) and p.suffix == ".png" and not is_png(p):
+                raise OutputError(f"{p} is not a plot written by pipeline: it is left as it "
+                                  "is; choose another --out, or move it away yourself")
+        for i in inputs:
+            if Path(i).resolve() == folder.resolve():
+                raise OutputError(f"{folder} (the plots' folder) is one of the inputs; choose "
+                                  "another --out")
+
+
 def score(hyp: str | Path, out: str | Path, ref: str | Path | None = None,
           metrics: list[str] | tuple[str, ...] | None = None, *, workers: int = 1,
           cluster: str = "local", profile: str | None = None, progress: bool = True,
@@ -167,7 +199,9 @@ def score(hyp: str | Path, out: str | Path, ref: str | Path | None = None,
     from pipeline.io.results import check_writable
 
     t0 = time.perf_counter()
-    check_writable(Path(out).parent)
+    out = Path(out)
+    check_writable(out.parent)
+    check_report_paths(out, [p for p in (ref, hyp) if p is not None], plot)
     metrics = list(metrics or (DEFAULT_METRICS if ref is not None else ("dnsmos_ovrl",)))
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
@@ -195,15 +229,13 @@ def score(hyp: str | Path, out: str | Path, ref: str | Path | None = None,
     for uid in stray:
         rows.append(empty_row(uid, None, hyps[uid], metrics, "no reference with this id"))
     rows.sort(key=lambda r: r["id"])
-    out = Path(out)
     summary = summarise(rows, metrics)
-    _write_csv(out, rows, ["id", "ref", "hyp", "duration", *metrics, "error"])
-    summary_csv = out.with_name(out.stem + ".summary.csv")
-    _write_csv(summary_csv, summary, ["metric", "unit", "mean", "median", "std", "count",
-                                 "failures"])
+    _write_csv(out, rows, [*ROW_COLUMNS, *metrics, "error"])
+    summary_csv = summary_path(out)
+    _write_csv(summary_csv, summary, SUMMARY_COLUMNS)
     result = ScoreResult(rows, summary, out, summary_csv, markdown(summary))
     if plot:
         from pipeline.plots import score_plots
-        result.plots = score_plots(rows, metrics, out.with_name(out.stem + "-plots"), rate)
+        result.plots = score_plots(rows, metrics, plots_dir(out), rate)
     result.seconds = time.perf_counter() - t0
     return result
