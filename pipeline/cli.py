@@ -556,9 +556,7 @@ def train_invert(
     lr: float = typer.Option(2e-3),
     patience: int = typer.Option(6, help="Early stopping: epochs without validation gain."),
     channels: int = typer.Option(128, help="Model width."),
-    backbone: str = typer.Option("unet", help="unet (conv encoder-decoder) or convnext (ConvNeXt "
-                                 "blocks, dilated depthwise convs over time)."),
-    depth: int = typer.Option(2, help="unet: stride-2 stages; convnext: blocks."),
+    depth: int = typer.Option(2, help="Stride-2 stages of the U-Net."),
     kernel: int = typer.Option(5, help="Convolution length over time (frames)."),
     threads: int = typer.Option(0, help="torch threads (0: all cores; 1 leaves a core free)."),
     loss_floor: float = typer.Option(0.01, help="Training loss: L1 of log(magnitude + floor) "
@@ -568,16 +566,14 @@ def train_invert(
                                       "plain L1; > 1 keeps the gaps between harmonics deeper)."),
     ema: float = typer.Option(0.998, help="Decay of the weight average that is validated and "
                               "exported (0: the raw weights)."),
-    gain_db: float = typer.Option(0.0, "--gain-db", help="Level augmentation: each training crop "
-                                  "scaled by a random gain within +-this many dB."),
     refine: str = typer.Option("", "--refine", help="What follows the net at inference, recorded "
                                "in the weights' card: nothing (default), or lobes (the low "
                                "harmonics sharpened by window lobes fitted to the low mel bands). "
                                "Training and validation are the same either way."),
     init: Optional[str] = typer.Option(None, "--init", help="Fine-tune: start from these "
                                        "weights (a name in weights/ or a .pt path); the "
-                                       "architecture is theirs (--channels, --backbone, --depth "
-                                       "and --kernel are ignored), --refine is this run's."),
+                                       "architecture is theirs (--channels, --depth and "
+                                       "--kernel are ignored), --refine is this run's."),
     lowband: int = typer.Option(0, "--lowband", help="Channels of a 2-D conv net over (time, "
                                 "frequency) refining the bins below --lowband-hz (0: none). "
                                 "With --init weights that have none: added to them and "
@@ -586,30 +582,8 @@ def train_invert(
     lowband_layers: int = typer.Option(4, "--lowband-layers", help="Its hidden layers."),
     lowband_hz: float = typer.Option(1250.0, "--lowband-hz", help="It refines the bins below "
                                      "this frequency (Hz, > 1000)."),
-    lowband_separable: bool = typer.Option(False, "--lowband-separable", help="Its hidden convs "
-                                           "depthwise, then 1x1 across channels (cheaper)."),
     lowband_time_kernel: int = typer.Option(3, "--lowband-time-kernel", help="Its hidden "
                                             "convs' extent over time (frames)."),
-    lowband_down: int = typer.Option(1, "--lowband-down", help="Its hidden layers run at "
-                                     "1/this of the bins, 1 or even (the first layer, at full "
-                                     "resolution, has channels/this): 32 channels at 2 cost "
-                                     "~1.7x 16 at 1, where 32 at 1 cost ~3x."),
-    adv: float = typer.Option(0.0, "--adv", help="Weight of an adversarial term: a 2-D "
-                              "discriminator on the low band's log-magnitude rewards sharp "
-                              "harmonics (0: none)."),
-    adv_hz: float = typer.Option(2000.0, "--adv-hz", help="The discriminator sees the "
-                                 "magnitude below this frequency (Hz)."),
-    gla: float = typer.Option(0.0, "--gla", help="Weight of a loss after FGLA: the training "
-                              "loss of the magnitude FGLA makes of the estimate (--gla-iters "
-                              "iterations from a zero phase, through autograd; 0: none)."),
-    gla_iters: int = typer.Option(16, "--gla-iters", help="FGLA iterations of --gla's loss."),
-    gla_detach: bool = typer.Option(False, "--gla-detach", help="--gla's gradient takes the "
-                                    "phase FGLA finds as given (none through the iterations: "
-                                    "cheaper, and smooth where FGLA's path is not)."),
-    gla_crops: int = typer.Option(8, "--gla-crops", help="--gla's loss judges this many crops "
-                                  "of each batch (0: all; each costs ~0.14 s a step on one "
-                                  "thread, backward included). Validation adds it too, on "
-                                  "each utterance's middle crop."),
     keep_epochs: bool = typer.Option(False, "--keep-epochs", help="Also keep every epoch's "
                                      "weights (OUT/epochs/NAME-eNNN.pt + card, ~2.5 MB each, "
                                      "usable as --weights) to choose an epoch by PESQ on "
@@ -625,15 +599,11 @@ def train_invert(
     try:
         card = run(train, val, out, TrainConfig(epochs=epochs, steps_per_epoch=steps,
                    batch_size=batch_size, crop=crop, lr=lr, patience=patience, seed=seed,
-                   loss_floor=loss_floor, ema=ema, gain_db=gain_db, threads=threads,
-                   over_weight=over_weight, init=init or "", adv=adv, adv_hz=adv_hz,
-                   gla=gla, gla_iters=gla_iters, gla_crops=gla_crops,
-                   gla_detach=gla_detach),
-                   ModelConfig(channels=channels, backbone=backbone, depth=depth, kernel=kernel,
+                   loss_floor=loss_floor, ema=ema, threads=threads,
+                   over_weight=over_weight, init=init or ""),
+                   ModelConfig(channels=channels, depth=depth, kernel=kernel,
                                refine=refine, lowband=lowband, lowband_layers=lowband_layers,
-                               lowband_hz=lowband_hz, lowband_separable=lowband_separable,
-                               lowband_time_kernel=lowband_time_kernel,
-                               lowband_down=lowband_down),
+                               lowband_hz=lowband_hz, lowband_time_kernel=lowband_time_kernel),
                    progress=not quiet, keep_epochs=keep_epochs)
     except PipelineError as exc:
         _fail(str(exc))

@@ -116,12 +116,11 @@ def test_low_band_net_and_lobes_lift_speech_quality_on_the_test_corpus(store80):
     assert p2 > p1 + 0.02 and s2 > s1 - 0.002, (p2, s2, p1, s1, p0, s0)
 
 
-@pytest.mark.parametrize("down", [1, 2])
-def test_low_band_net_refines_only_the_low_bins_and_starts_as_identity(store80, down):
-    """Issue 18: the low-band 2-D net (models.lowband) added to the shipped inverter: untrained
+def test_low_band_net_refines_only_the_low_bins_and_starts_as_identity(store80):
+    """The low-band 2-D net (models.lowband) added to the shipped inverter: untrained
     (zero output conv) it changes nothing; trained (here: its output conv perturbed) it
     changes the bins below its edge only, within the mel bound, and its weights load back
-    through the card. ``down`` 2: its hidden layers at half the bins."""
+    through the card."""
     import torch
 
     from pipeline.models.inverter import ModelConfig, PInvConvSkip
@@ -130,7 +129,7 @@ def test_low_band_net_refines_only_the_low_bins_and_starts_as_identity(store80, 
     cfg = load_config("mel80-16k")
     base = one_d_net(load_invert_model(None, cfg))
     net = with_low_band(one_d_net(load_invert_model(None, cfg)),
-                        ModelConfig(lowband=8, lowband_down=down), seed=0).eval()
+                        ModelConfig(lowband=8), seed=0).eval()
     assert [n for n, p in net.named_parameters() if p.requires_grad] == \
         [n for n, _ in net.low.named_parameters(prefix="low")]
     mel = torch.from_numpy(np.stack([m[:200] for _, m in Store(store80).iter_utterances("mel")
@@ -138,7 +137,7 @@ def test_low_band_net_refines_only_the_low_bins_and_starts_as_identity(store80, 
     with torch.inference_mode():
         torch.testing.assert_close(net(mel), base(mel), rtol=0, atol=0)
     with torch.no_grad():
-        out_conv = net.low.net[-1] if down == 1 else net.low.last[-1]
+        out_conv = net.low.net[-1]
         torch.nn.init.normal_(out_conv.weight, std=0.3)
     with torch.inference_mode():
         a, b = net(mel), base(mel)

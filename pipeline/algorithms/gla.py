@@ -20,7 +20,7 @@ EPS = 1e-12
 def initial_phase(mag: torch.Tensor, init: str = "zeros", generator: torch.Generator | None = None,
                   cfg: AudioConfig | None = None) -> torch.Tensor:
     """Unit-modulus complex ``[B, T, F]``: ``zeros`` (phase 0), ``random`` (uniform) or
-    ``pghi`` (phase-gradient integration along time, :mod:`pipeline.phase.init`)."""
+    ``pghi`` (phase-gradient integration along time, :mod:`pipeline.algorithms.init`)."""
     if init == "pghi":
         from pipeline.algorithms.init import pghi_time
         if cfg is None:

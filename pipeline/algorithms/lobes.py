@@ -3,9 +3,8 @@
 Below ~1 kHz the mel bands of speech configs lie closer together than the voice's harmonics
 (80 slaney bands at 16 kHz: 37 Hz apart, against a pitch of 80-250 Hz), so the mel there says
 where the harmonics are. The learned inverter, trained frame by frame, smears them: peaks too
-low, valleys too full. On held-out speech (issue 18's diagnostic, BENCHMARKS.md) putting the
-true magnitude below 500 Hz into the model's output raises PESQ after FGLA by ~0.36, and
-deepening its valleys alone by ~0.23.
+low, valleys too full, and that costs the speech after FGLA more than any other band
+(BENCHMARKS.md, decisions log).
 
 :func:`refine_low_band` fits the mel bands that lie wholly below ``top_hz`` with non-negative
 copies of the analysis window's spectral lobe on a half-bin grid (FISTA on a least-squares fit

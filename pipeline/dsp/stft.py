@@ -4,7 +4,7 @@
 Griffin-Lim calls them hundreds of times on the same shape. :class:`FramePair` builds both once
 and works in the ``[B, T, F]`` layout (rfft over the last axis, no transposes in the loop).
 Frame ``t`` covers padded samples ``[t*hop, t*hop + n_fft)``, the framing of
-:func:`pipeline.mel.stft` on a signal padded by :func:`pipeline.mel.edge_pad`.
+:func:`pipeline.dsp.mel.stft` on a signal padded by :func:`pipeline.dsp.mel.edge_pad`.
 """
 from __future__ import annotations
 

@@ -368,10 +368,10 @@ def speed_perturb(manifest: str | Path, factors: Iterable[float], out_dir: str |
     return write_manifest(out, out_dir / "speed.jsonl")
 
 
-# Festival diphone voices (issue 18: more speakers). name -> (festival voice, Debian package).
+# Festival diphone voices (more speakers for training). name -> (festival voice, Debian package).
 # Real speakers' diphones, resynthesised; they read the asterisk prompts' texts (ASCII-folded:
 # the Czech and Finnish voices read them with their own letter-to-sound rules). Not offered:
-# festvox-ru (reads Cyrillic only; Russian is issue 18's held-out language) and the Indic
+# festvox-ru (reads Cyrillic only; Russian is the held-out language of the evaluations) and the Indic
 # *-nsk voices (Debian's packages lack their phone sets: "could not open file hindi_phones.scm").
 FESTIVAL_VOICES = {"kal": ("kal_diphone", "festvox-kallpc16k"),
                    "ked": ("ked_diphone", "festvox-kdlpc16k"),

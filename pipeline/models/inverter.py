@@ -1,12 +1,10 @@
 """The learned mel inverter: pseudo-inverse estimate refined by a conv encoder-decoder.
 
 ``PInvConvSkip``: the log pseudo-inverse magnitude ``p = ln(max(A^+ mel, 1e-5))`` (with the
-log-mel) feeds a 1-D convolutional network over time with frequency bins as channels: either
-a U-Net (``backbone="unet"``: two stride-2 stages, skip connections between encoder and
-decoder) or a stack of ConvNeXt blocks (``backbone="convnext"``: depthwise dilated convs over
-time, inverted-bottleneck MLP per frame, residual around each block, as in Vocos); its output
-is a residual added to ``p``, and the result is clamped to the largest log-magnitude the mel allows (each bin's
-energy cannot exceed what its bands hold). Optionally (``lowband`` channels) a 2-D conv net
+log-mel) feeds a 1-D convolutional U-Net over time with frequency bins as channels (two stride-2 stages,
+skip connections between encoder and decoder); its output is a residual added to ``p``, and
+the result is clamped to the largest log-magnitude the mel allows (each bin's energy cannot
+exceed what its bands hold). Optionally (``lowband`` channels) a 2-D conv net
 over (time, frequency) then refines the bins below ~1.25 kHz (:mod:`pipeline.models.lowband`),
 clamped again. The model predicts the log-magnitude; the magnitude is its exp.
 Shapes: mel ``[B, T, M]`` -> log-magnitude ``[B, T, F]``.
@@ -36,25 +34,39 @@ SCALE = 5.0     # log-magnitudes span about [-11.5, 4]: divided by SCALE for the
 class ModelConfig:
     channels: int = 128
     kernel: int = 5
-    depth: int = 2           # unet: stride-2 stages; convnext: blocks
+    depth: int = 2           # stride-2 stages of the U-Net
     mel_bound: bool = True   # clamp the output to the bound the mel implies (mel.log_magnitude_bound)
-    backbone: str = "unet"   # or "convnext"
-    mult: int = 2            # convnext: width of the per-frame MLP, in channels
-    dilations: tuple[int, ...] = (1, 2, 4)   # convnext: cycled over the blocks
     refine: str = ""         # after the net, at inference: "" or "lobes" (algorithms.lobes)
     lowband: int = 0         # channels of the low-band 2-D net after the 1-D net (0: none)
     lowband_layers: int = 4  # its hidden layers (models.lowband.LowBand2D)
     lowband_hz: float = 1250.0       # the bins it refines: below this frequency
-    lowband_separable: bool = False  # its hidden convs depthwise + 1x1
     lowband_time_kernel: int = 3     # its hidden convs' extent over time (frames)
-    lowband_down: int = 1    # its hidden layers run at 1/this of the bins
+
+
+# Card fields of architectures this version no longer builds, and the value at which a card
+# describes the net it builds (older cards carry them)
+RETIRED = {"backbone": "unet", "mult": None, "dilations": None, "lowband_separable": False,
+           "lowband_down": 1}
+
+
+def model_config(card_model: dict, source: str) -> ModelConfig:
+    """A card's ``model`` section as a :class:`ModelConfig`; retired fields at the value of the
+    net this version builds are dropped, others refused naming the field."""
+    hp = {"mel_bound": False, **card_model}   # cards older than ``mel_bound``: no clamp
+    for key, same in RETIRED.items():
+        if key in hp:
+            value = hp.pop(key)
+            if same is not None and value != same:
+                raise WeightsError(f"weights {source} need {key}={value!r}, which this version "
+                                   "of pipeline no longer builds; retrain them, or use the "
+                                   "version that made them")
+    return ModelConfig(**hp)
 
 
 def low_band_net(audio: AudioConfig, model: ModelConfig) -> LowBand2D:
     """The low-band 2-D net ``model``'s ``lowband*`` fields describe."""
     return LowBand2D(audio.sample_rate, audio.n_fft, model.lowband, model.lowband_layers,
-                     model.lowband_hz, model.lowband_separable, model.lowband_time_kernel,
-                     down=model.lowband_down)
+                     model.lowband_hz, model.lowband_time_kernel)
 
 
 class _Block(nn.Module):
@@ -66,42 +78,6 @@ class _Block(nn.Module):
 
     def forward(self, x):
         return self.act(self.norm(self.conv(x).transpose(1, 2)).transpose(1, 2))
-
-
-class _ConvNeXtBlock(nn.Module):
-    """Depthwise conv over time, then LayerNorm -> Linear(c, mult c) -> GELU -> Linear back,
-    scaled (layer scale) and added to the input. ``[B, C, T] -> [B, C, T]``."""
-
-    def __init__(self, c: int, kernel: int, mult: int, dilation: int):
-        super().__init__()
-        self.dw = nn.Conv1d(c, c, kernel, padding=dilation * (kernel // 2), dilation=dilation,
-                            groups=c)
-        self.norm = nn.LayerNorm(c)
-        self.mlp = nn.Sequential(nn.Linear(c, mult * c), nn.GELU(), nn.Linear(mult * c, c))
-        self.scale = nn.Parameter(torch.full((c,), 0.1))
-
-    def forward(self, x):
-        h = self.mlp(self.norm(self.dw(x).transpose(1, 2)))
-        return x + (self.scale * h).transpose(1, 2)
-
-
-class _ConvNeXt(nn.Module):
-    """Per-frame projection in, ConvNeXt blocks, per-frame projection out (zero-initialised)."""
-
-    def __init__(self, cin: int, cout: int, m: "ModelConfig"):
-        super().__init__()
-        c = m.channels
-        self.inp = nn.Conv1d(cin, c, 1)
-        self.blocks = nn.Sequential(*(_ConvNeXtBlock(c, m.kernel, m.mult,
-                                                     m.dilations[i % len(m.dilations)])
-                                      for i in range(m.depth)))
-        self.norm = nn.LayerNorm(c)
-        self.out = nn.Linear(c, cout)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
-
-    def forward(self, x):   # [B, cin, T] -> [B, T, cout]
-        return self.out(self.norm(self.blocks(self.inp(x)).transpose(1, 2)))
 
 
 class _CapDown(torch.autograd.Function):
@@ -139,11 +115,6 @@ class PInvConvSkip(nn.Module):
             raise UsageError(f"unknown inverter refinement {model.refine!r}: "
                              + " or ".join(repr(r) for r in REFINES))
         self.low = low_band_net(audio, model) if model.lowband else None
-        if model.backbone == "convnext":
-            self.net = _ConvNeXt(audio.n_freq + audio.n_mels, audio.n_freq, model)
-            return
-        if model.backbone != "unet":
-            raise UsageError(f"unknown inverter backbone {model.backbone!r}: unet or convnext")
         self.inp = _Block(audio.n_freq + audio.n_mels, c, 3)
         self.down = nn.ModuleList(_Block(c, c, k, stride=2) for _ in range(model.depth))
         self.mid = _Block(c, c, k)
@@ -157,8 +128,6 @@ class PInvConvSkip(nn.Module):
         T = mel.shape[1]
         p = log_pinv(mel, self.audio, LOG_FLOOR)                       # [B, T, F]
         x = torch.cat([p / SCALE, mel.clamp_min(-20) / SCALE], -1).transpose(1, 2)
-        if self.hparams.backbone == "convnext":
-            return self._finish(p + SCALE * self.net(x), p, mel)
         # up to 2^depth - 1 copies of the last frame, in one contiguous copy (the "replicate"
         # pad's kernel on this transposed view was 6 % of the forward pass)
         pad = (-T) % (2 ** len(self.down))
@@ -193,10 +162,6 @@ class PInvConvSkip(nn.Module):
             mag = refine_low_band(mag, mel, self.audio)
         return mag
 
-    def _bound(self, out: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
-        return self._cap(out, log_magnitude_bound(mel, self.audio) if self.hparams.mel_bound
-                         else None)
-
     def _cap(self, out: torch.Tensor, bound: torch.Tensor | None) -> torch.Tensor:
         # no bin louder than its mel bands allow: the output is exp'd, and one overshoot
         # on a loud, clipped validation file (2x at its peak) was 97 % of the corpus error
@@ -228,11 +193,7 @@ def load_invert_model(name_or_path: str | Path | None, config: AudioConfig,
     if diff:
         raise WeightsError(f"weights {name_or_path} were trained on another audio config than "
                            f"the input's: {'; '.join(diff)}")
-    # cards written before ``mel_bound`` existed describe models trained without the clamp
-    hp = {"mel_bound": False, **card["model"]}
-    if "dilations" in hp:
-        hp["dilations"] = tuple(hp["dilations"])
-    model = PInvConvSkip(audio, ModelConfig(**hp))
+    model = PInvConvSkip(audio, model_config(card["model"], str(name_or_path)))
     model.load_state_dict(state)
     return model.to(device).eval()
 

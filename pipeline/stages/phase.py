@@ -37,7 +37,7 @@ from pipeline.stages.invert import METHODS, invert_frames, mel_floor
 
 ALGOS: dict[str, Callable] = {"gla": gla, "fgla": fgla, "degli": degli, "admm": joint}
 # What each iteration projects onto: the inverted magnitude (held fixed), or the magnitudes
-# whose mel is the store's mel (joint mel inversion, pipeline.phase.joint); ``auto``: ``mel``
+# whose mel is the store's mel (joint mel inversion, pipeline.algorithms.joint); ``auto``: ``mel``
 # where frames overlap by >= 75 %. With 50 % overlap (torchaudio-16k: n_fft 400, hop 200) the
 # STFT has too little redundancy for consistency to add detail: joint 2.44 vs fixed 2.55 PESQ
 # (tests/test_joint.py), while every 75 %-overlap preset gains 0.1-0.8.
@@ -197,7 +197,7 @@ def reconstruct(mags: list[np.ndarray], n_samples: list[int], cfg: AudioConfig, 
     (:func:`_reconstruct_long`), so memory stays flat in the item's length.
 
     ``project="mel"`` (and ``algo="admm"``, which is always joint) refine the magnitude within
-    the compressed mels ``mels`` ``[T_i, M]`` while iterating (:mod:`pipeline.phase.joint`);
+    the compressed mels ``mels`` ``[T_i, M]`` while iterating (:mod:`pipeline.algorithms.joint`);
     ``project="mag"`` holds ``mags`` fixed."""
     check_route(algo, project, cfg)
     options = options or AlgoOptions()

@@ -265,7 +265,7 @@ def vocode(src: str | Path, out: str | Path, cfg: AudioConfig, *, method: str = 
 
     ``project="mel"``: the phase iterations refine the inverted magnitude within the input
     mel (joint mel inversion); ``"mag"`` holds it fixed; ``"auto"``: ``mel`` for frames that
-    overlap by >= 75 % (:func:`pipeline.phase.stage.resolve_project`). A resume keeps the wavs
+    overlap by >= 75 % (:func:`pipeline.stages.phase.resolve_project`). A resume keeps the wavs
     only when the input folder and every setting match the run that wrote them; ``overwrite``
     removes this run's wavs first, and nothing else."""
     from pipeline.stages.invert import METHODS

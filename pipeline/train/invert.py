@@ -14,11 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.algorithms.gla import iterate, project
 from pipeline.algorithms.invert import nnls, pinv
 from pipeline.config import AudioConfig
 from pipeline.dsp.spectral import log_spectral_distance, spectral_convergence
-from pipeline.dsp.stft import FramePair
 from pipeline.errors import UsageError
 from pipeline.io import weights as W
 from pipeline.io.store import Store
@@ -38,15 +36,8 @@ class TrainConfig:
     threads: int = 0   # 0: all cores
     loss_floor: float = 1e-2   # log(mag + floor): errors far below audibility count little
     ema: float = 0.998   # validated and exported: an exponential moving average of the weights
-    gain_db: float = 0.0   # level augmentation: each crop scaled by a gain uniform in +-gain_db
     over_weight: float = 1.0   # log errors above the truth weigh this much more than below
     init: str = ""   # a fine-tune: start from these weights, in their architecture
-    adv: float = 0.0   # weight of the adversarial term (train.adversarial); 0: none
-    adv_hz: float = 2000.0   # the discriminator sees the magnitude below this frequency
-    gla: float = 0.0   # weight of the loss after FGLA (:func:`gla_loss`); 0: none
-    gla_iters: int = 16   # its FGLA iterations from a zero phase
-    gla_detach: bool = False   # its gradient not through the iterations (the phase as given)
-    gla_crops: int = 8   # it judges this many crops of each batch (0: all; ~0.14 s each, 1 thread)
 
 
 def load_frames(store: Store, min_frames: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]], list[str]]:
@@ -70,7 +61,7 @@ def log_l1(pred: torch.Tensor, mag: torch.Tensor, floor: float = 1e-2,
     audible); with ``over`` != 1 an asymmetric L1 (a quantile loss): errors above the truth
     weigh ``over`` times those below, scaled so that the mean weight stays 1. Where the mel
     leaves a bin uncertain (a harmonic or the gap beside it) the L1's median fills the gaps;
-    a lower quantile keeps them deeper, and FGLA's speech is cleaner for it (issue 18)."""
+    a lower quantile keeps them deeper, and FGLA's speech is cleaner for it."""
     e = (pred + floor).log() - (mag + floor).log()
     if over == 1.0:
         return e.abs()
@@ -86,61 +77,6 @@ def loss_fn(log_pred: torch.Tensor, mag: torch.Tensor, floor: float = 1e-2,
     # over the whole batch: a silent crop (digital silence in a recording) must not divide by ~0
     sc = spectral_convergence(reference=mag, estimate=pred, dim=None, eps=1e-6)
     return l1 + sc
-
-
-# The phase of a bin quieter than this (100x below the loss floor) takes a bounded gradient in
-# gla_loss: at FGLA's 1e-12, one near-silent bin's reached 2e29 and the first epoch went NaN
-# (a real training batch; the loss's value moved by 4e-5 of 0.370).
-GLA_EPS = 1e-4
-
-
-def gla_edge(cfg: AudioConfig) -> int:
-    """Frames at each end of a crop that :func:`gla_loss` leaves out (part of their signal
-    lies outside the crop)."""
-    return max(1, cfg.n_fft // cfg.hop_length)
-
-
-def gla_loss(pred: torch.Tensor, mag: torch.Tensor, cfg: AudioConfig, n_iter: int,
-             floor: float = 1e-2, over: float = 1.0, detach: bool = False) -> torch.Tensor:
-    """:func:`loss_fn` of what FGLA makes of the magnitude ``pred`` ``[B, T, F]``: ``n_iter``
-    iterations from a zero phase (through autograd), then the magnitude of its signal's STFT,
-    against the true ``mag``. The inverter is then judged where PESQ judges it, after the
-    phase is found: an estimate no signal has (a harmonic's lobe of the wrong shape, a gap
-    FGLA fills) costs what it costs the speech. The ``n_fft / hop`` frames at each end of the
-    crop are left out: part of their signal lies outside the crop. ``detach``: the phase FGLA
-    finds is taken as given (no gradient through the iterations, which run without autograd);
-    the gradient reaches ``pred`` through the last synthesis alone (the same value, up to
-    rounding; on real speech the gradient of the whole path was ~10^4 times larger)."""
-    B, T, _ = pred.shape
-    n = (T - 1) * cfg.hop_length
-    if cfg.n_frames(n) != T:
-        raise ValueError(f"no signal length gives {T} frames with this config")
-    e = gla_edge(cfg)
-    if T <= 2 * e:
-        raise ValueError(f"crops of {T} frames are too short for the loss after FGLA (> {2 * e})")
-    pair = FramePair(cfg, T, torch.full((B,), n), pred.device, pred.dtype)
-    if detach:
-        with torch.no_grad():
-            p = pred.detach()
-            unit = iterate(torch.complex(p, torch.zeros_like(p)), p, pair, n_iter)
-            unit = project(unit, torch.ones_like(p))
-        spec = pred * unit
-    else:
-        spec = iterate(torch.complex(pred, torch.zeros_like(pred)), pred, pair, n_iter,
-                       eps=GLA_EPS)
-    got = pair.stft(pair.istft(spec))
-    got = (got.real.square() + got.imag.square() + 1e-12).sqrt()[:, e:T - e]
-    return loss_fn(got.log(), mag[:, e:T - e], floor, over)
-
-
-def level_augment(mel: torch.Tensor, mag: torch.Tensor, cfg: AudioConfig, gain_db: float,
-                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scale each crop's audio by a random gain (uniform in dB): the magnitude by ``a``, the
-    mel recomputed from its linear form (power ``a**p``, clamp and log of the config)."""
-    from pipeline.dsp.mel import compress, decompress
-    db = (torch.rand(mel.shape[0], 1, 1, generator=gen) * 2 - 1) * gain_db
-    a = 10 ** (db / 20)
-    return compress(decompress(mel, cfg) * a ** cfg.power, cfg), mag * a
 
 
 class CropSampler:
@@ -179,12 +115,9 @@ def stack_utterances(mel: np.ndarray, mag: np.ndarray, spans, floor: float):
 
 @torch.inference_mode()
 def evaluate(model_or_method, cfg: AudioConfig, mel: np.ndarray, mag: np.ndarray, spans,
-             batch_size: int = 16, floor: float = 1e-2, over: float = 1.0,
-             gla: float = 0.0, gla_iters: int = 16, crop: int = 64) -> dict[str, float]:
+             batch_size: int = 16, floor: float = 1e-2, over: float = 1.0) -> dict[str, float]:
     """Mean loss (the training loss's :func:`log_l1`, ``floor`` and ``over`` as in training),
-    spectral convergence and LSD over whole utterances (padding excluded). With ``gla``, the
-    loss adds ``gla`` x :func:`gla_loss` on the middle ``crop`` frames of each utterance that
-    has them (as in training: selection follows what is trained for)."""
+    spectral convergence and LSD over whole utterances (padding excluded)."""
     mel_floor = math.log(cfg.clamp) if cfg.log == "ln" else float(mel.min())
     order = sorted(range(len(spans)), key=lambda i: spans[i][1])
     spans = [spans[i] for i in order]
@@ -214,21 +147,13 @@ def evaluate(model_or_method, cfg: AudioConfig, mel: np.ndarray, mag: np.ndarray
     capped = float(np.mean(np.minimum(sc, 1.0))) if sc else corpus_sc
     out = {"loss": float(np.mean(l1)) + capped, "sc": float(np.mean(sc)),
            "lsd_db": float(np.mean(lsd)), "corpus_sc": corpus_sc}
-    if gla:
-        mids = [(s + (n - crop) // 2, crop) for s, n in spans if n >= crop]
-        after = []
-        for chunk in _batches(mids, len(mids), 32):
-            m, g = stack_utterances(mel, mag, chunk, mel_floor)
-            after.append(float(gla_loss(estimate(m), g, cfg, gla_iters, floor, over)) * len(chunk))
-        out["gla_loss"] = sum(after) / max(len(mids), 1)
-        out["loss"] += gla * out["gla_loss"]
     return out
 
 
 def with_low_band(model: PInvConvSkip, mc: ModelConfig, seed: int = 0) -> PInvConvSkip:
     """``model`` (trained) with a new low-band 2-D net of ``mc``'s shape after it, initialised
     from ``seed``; only the new net trains (the rest frozen: a stage on top of a trained
-    inverter, issue 18)."""
+    inverter)."""
     hp = replace(model.hparams, **{k: v for k, v in asdict(mc).items() if k.startswith("lowband")})
     new = PInvConvSkip(model.audio, hp)
     with torch.random.fork_rng():   # the new net's initial weights follow the seed alone
@@ -259,9 +184,6 @@ def train_invert(train_store: str | Path, val_store: str | Path, out: str | Path
     vmel, vmag, vspans, _ = load_frames(va, 1)
     if not spans:
         raise UsageError(f"{train_store}: no utterance has >= {tc.crop} frames")
-    if tc.gla and tc.crop <= 2 * gla_edge(cfg):
-        raise UsageError(f"--gla judges each crop less its {gla_edge(cfg)} frames "
-                         f"at either end: --crop {tc.crop} leaves none; use a longer --crop")
     if tc.init:   # a fine-tune: the architecture is the weights'; ``refine`` is this run's
         model = load_invert_model(tc.init, cfg).train()
         model.hparams = replace(model.hparams, refine=mc.refine)
@@ -275,16 +197,9 @@ def train_invert(train_store: str | Path, val_store: str | Path, out: str | Path
     loop = LoopConfig(epochs=tc.epochs, steps_per_epoch=tc.steps_per_epoch, lr=tc.lr,
                       weight_decay=1e-4, schedule="cosine", ema=tc.ema, patience=tc.patience,
                       seed=tc.seed, threads=tc.threads)
-    adversary = None
-    if tc.adv:
-        from pipeline.train.adversarial import Adversary
-        bins = int(round(tc.adv_hz * cfg.n_fft / cfg.sample_rate)) + 1
-        adversary = Adversary(bins, tc.loss_floor, seed=tc.seed)
-    # settings at their defaults count as absent: checkpoints written before an option
-    # existed (--adv, --lowband*, --gla ...) resume while it stays at its default
+    # a checkpoint written before an option existed resumes with it at its default
     trainer = Trainer(model, out, loop, {"model": asdict(mc), "train": {**asdict(tc), "epochs": None},
                                          "store": str(train_store)}, label="train invert",
-                      extra={"adversary": adversary} if adversary else None,
                       defaults={"model": asdict(ModelConfig()), "train": asdict(TrainConfig())})
     fl = tc.loss_floor
     ov = tc.over_weight
@@ -295,17 +210,7 @@ def train_invert(train_store: str | Path, val_store: str | Path, out: str | Path
     def step(gen: torch.Generator) -> torch.Tensor:
         """A batch of random crops (utterances drawn by length), the loss of the model on it."""
         m, g = crops(gen, tc.batch_size)
-        if tc.gain_db:
-            m, g = level_augment(m, g, cfg, tc.gain_db, gen)
-        log_pred = model(m)
-        loss = loss_fn(log_pred, g, fl, ov)
-        if tc.gla:
-            k = tc.gla_crops or len(g)
-            loss = loss + tc.gla * gla_loss(log_pred[:k].exp(), g[:k], cfg, tc.gla_iters, fl, ov,
-                                            tc.gla_detach)
-        if adversary is not None:
-            loss = loss + tc.adv * adversary.generator_loss(log_pred.exp(), g)
-        return loss
+        return loss_fn(model(m), g, fl, ov)
 
     data_note = data_note or (f"{len(spans)} utterances of {tr.root.attrs.get('source')} "
                               f"({mel.shape[0] * cfg.hop_length / cfg.sample_rate / 60:.0f} min)")
@@ -317,9 +222,8 @@ def train_invert(train_store: str | Path, val_store: str | Path, out: str | Path
         W.save(net.state_dict(), {**common, "epoch": epoch, "validation": val},
                trainer.out / "epochs" / f"{trainer.out.name}-e{epoch:03d}.pt", half=True)
 
-    fitted = trainer.fit(step, lambda net: evaluate(net, cfg, vmel, vmag, vspans, floor=fl, over=ov,
-                                                    gla=tc.gla, gla_iters=tc.gla_iters,
-                                                    crop=tc.crop), progress,
+    fitted = trainer.fit(step, lambda net: evaluate(net, cfg, vmel, vmag, vspans, floor=fl, over=ov),
+                         progress,
                          on_epoch=keep if keep_epochs else None)
     card = {**common, "best_epoch": fitted.best_epoch, "epochs_run": len(fitted.history),
             "validation": fitted.best, "train_seconds": fitted.seconds}

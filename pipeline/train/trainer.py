@@ -73,16 +73,14 @@ class Fitted:
 class Trainer:
     def __init__(self, net: nn.Module, out: str | Path, loop: LoopConfig, settings: dict,
                  label: str = "train", gen: torch.Generator | None = None,
-                 extra: dict[str, Any] | None = None, defaults: dict | None = None):
+                 defaults: dict | None = None):
         """``settings``: everything that makes a run what it is (model and data settings);
         a resume with other settings is refused. ``defaults``: per section of ``settings``,
         the options' defaults: what a checkpoint written before an option existed is read
         as having. ``label``: the progress bar's name. ``gen``: the sampling generator, when
         the model's trainer already drew from it (default: a new one seeded with
-        ``loop.seed``). ``extra``: more training state to checkpoint and resume (objects
-        with ``state_dict`` / ``load_state_dict``, e.g. a discriminator and its optimiser)."""
+        ``loop.seed``)."""
         self.net, self.loop, self.label = net, loop, label
-        self.extra = extra or {}
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         # compared as JSON (tuples become lists on both sides)
@@ -128,8 +126,6 @@ class Trainer:
         if self.sched is not None:
             self.sched.load_state_dict(ck["sched"])
         self.gen.set_state(ck["gen"])
-        for k, obj in self.extra.items():
-            obj.load_state_dict(ck["extra"][k])
         best = json.loads(ck["best"])
         if isinstance(best, list):          # checkpoints of the DeGLI trainer before this one
             best = {"loss": best[0], "epoch": best[1]}
@@ -143,7 +139,6 @@ class Trainer:
                        "opt": self.opt.state_dict(),
                        "sched": self.sched.state_dict() if self.sched is not None else {},
                        "gen": self.gen.get_state(), "history": json.dumps(history),
-                       "extra": {k: obj.state_dict() for k, obj in self.extra.items()},
                        "best": json.dumps(best), "settings": self.settings}, self.checkpoint)
         (self.out / "history.json").write_text(json.dumps(history, indent=1))
         plot_curve(history, self.out / "loss_curve.png")
