@@ -45,7 +45,7 @@ class StoredTestCorpus:
     def fgla_pesq(self, mags: list[np.ndarray], n_iter: int = 100) -> float:
         from pesq import pesq
 
-        from pipeline.stages.phase import reconstruct
+        from pipeline.synthesis import reconstruct
         if self.cfg.sample_rate != 16000:
             raise ValueError("fgla_pesq scores 16 kHz configs only (wideband PESQ)")
         waves = reconstruct(mags, self.lengths, self.cfg, "fgla", n_iter=n_iter)
@@ -61,8 +61,9 @@ def repeated(times: int) -> list[Utterance]:
 
 def fgla_job(store, dest):
     """The phase stage's job the dask benchmarks time: FGLA 100 on the true magnitudes, 1 thread."""
-    from pipeline.stages.phase import PhaseJob
-    return PhaseJob(str(store), str(dest), "fgla", 100, source="true", threads=1)
+    from pipeline.stages.phase import PhaseJob, PhaseSettings
+    return PhaseJob(str(store), str(dest), PhaseSettings("fgla", 100, "true", "zeros", "mag", 0),
+                    threads=1)
 
 
 def run_shards(client, job, names) -> None:

@@ -32,8 +32,7 @@ from pipeline.io.manifest import prepare_pocketsphinx
 from pipeline.io.store import Store
 from pipeline.models.inverter import load_invert_model
 from pipeline.stages.extract import extract
-from pipeline.stages.invert import invert_frames
-from pipeline.stages.phase import reconstruct
+from pipeline.synthesis import invert_frames, reconstruct
 
 
 def main():

@@ -34,8 +34,7 @@ from pipeline.io.audio import load
 from pipeline.io.manifest import read_manifest
 from pipeline.io.weights import WeightsError
 from pipeline.models.inverter import load_invert_model
-from pipeline.stages.invert import invert_frames
-from pipeline.stages.phase import AlgoOptions, reconstruct
+from pipeline.synthesis import AlgoOptions, invert_frames, reconstruct
 
 REPO = Path(__file__).resolve().parent.parent
 

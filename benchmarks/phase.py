@@ -20,7 +20,7 @@ from _corpus import save_results, true_magnitudes
 from pesq import pesq
 
 from pipeline.config import load_config
-from pipeline.stages.phase import reconstruct
+from pipeline.synthesis import reconstruct
 
 
 def main():

@@ -27,7 +27,7 @@ from pesq import pesq
 from pystoi import stoi
 
 from pipeline.config import load_config
-from pipeline.stages.phase import AlgoOptions, reconstruct
+from pipeline.synthesis import AlgoOptions, reconstruct
 
 
 def main():
@@ -52,7 +52,7 @@ def main():
 
         from pipeline.dsp.mel import mel_from_magnitude
         from pipeline.models.inverter import load_invert_model
-        from pipeline.stages.invert import invert_frames
+        from pipeline.synthesis import invert_frames
         mels = [mel_from_magnitude(torch.from_numpy(m.T)[None], cfg)[0].T.numpy() for m in mags]
         mags = invert_frames(mels, cfg, "model", model=load_invert_model(a.invert_weights, cfg))
     reconstruct(mags[:2], lengths[:2], cfg, "fgla", n_iter=2)

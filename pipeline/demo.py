@@ -16,8 +16,9 @@ from pipeline.errors import PipelineError
 from pipeline.io.manifest import prepare_pocketsphinx
 from pipeline.io.store import Store
 from pipeline.stages.extract import extract
-from pipeline.stages.phase import default_iters, phase
+from pipeline.stages.phase import phase
 from pipeline.stages.score import score
+from pipeline.synthesis import default_iters
 
 
 def run(out: Path, config: str = "mel80-16k", iters: int | None = None, workers: int = 1) -> dict:

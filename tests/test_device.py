@@ -9,7 +9,8 @@ from pipeline.config import load_config
 from pipeline.io.audio import load
 from pipeline.io.store import Store
 from pipeline.models.inverter import load_invert_model
-from pipeline.stages.phase import phase, reconstruct
+from pipeline.stages.phase import phase
+from pipeline.synthesis import reconstruct
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="no CUDA GPU"))]

@@ -9,8 +9,8 @@ from pipeline.dsp.mel import compress, filterbank, ragged_batch, stft
 from pipeline.dsp.spectral import spectral_convergence
 from pipeline.io.audio import load
 from pipeline.metrics.registry import pesq_wb
-from pipeline.stages.invert import invert_frames
-from pipeline.stages.phase import phase, reconstruct
+from pipeline.stages.phase import phase
+from pipeline.synthesis import invert_frames, reconstruct
 
 PRESETS = ["espnet-22k", "hifigan-22k", "librosa-22k", "mel250-16k", "mel80-16k", "torchaudio-16k"]
 
@@ -104,7 +104,7 @@ def test_joint_follows_every_convention(preset, speech16):
     (the fixed route's PESQ moves with the CPU's float rounding: the ranges are the VM of
     earlier sessions and an AMD EPYC one); torchaudio-16k (50 % overlap) 2.55 -> 2.44, so
     ``auto`` keeps the magnitude fixed there."""
-    from pipeline.stages.phase import resolve_project
+    from pipeline.synthesis import resolve_project
 
     cfg = load_config(preset)
     ys = [_resample(y, cfg.sample_rate) for y in speech16[:2]]

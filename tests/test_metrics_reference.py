@@ -15,8 +15,8 @@ from pipeline.config import load_config
 from pipeline.dsp.mel import ragged_batch, stft
 from pipeline.io.audio import load
 from pipeline.metrics import registry as metrics
-from pipeline.stages.phase import reconstruct
 from pipeline.stages.score import score
+from pipeline.synthesis import reconstruct
 
 
 @pytest.fixture(scope="module")

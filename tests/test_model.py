@@ -13,8 +13,7 @@ from pipeline.io.audio import load
 from pipeline.io.store import Store
 from pipeline.models.inverter import load_invert_model
 from pipeline.stages.extract import extract
-from pipeline.stages.invert import invert_frames
-from pipeline.stages.phase import reconstruct
+from pipeline.synthesis import invert_frames, reconstruct
 
 pytestmark = pytest.mark.slow   # the whole module: `make test` runs it, `make test-fast` not
 

@@ -9,7 +9,8 @@ from pipeline.config import load_config
 from pipeline.dsp.mel import ragged_batch, stft
 from pipeline.io.audio import load
 from pipeline.io.store import Store
-from pipeline.stages.phase import phase, reconstruct
+from pipeline.stages.phase import phase
+from pipeline.synthesis import reconstruct
 
 
 @pytest.fixture(scope="module")
@@ -124,10 +125,18 @@ def test_several_workers_get_the_last_shards_in_parts(tmp_path, store80, corpus)
     run did. A crashed part names its shard and buckets in the failures."""
     from pipeline.io.results import StageResult
     from pipeline.parallel.tasks import TaskResult
-    from pipeline.stages.phase import PhaseJob, _task_label, part_items, phase_shard, plan_tasks
+    from pipeline.stages.phase import (
+        PhaseJob,
+        PhaseSettings,
+        _task_label,
+        part_items,
+        phase_shard,
+        plan_tasks,
+    )
 
     store, out = Store(store80), tmp_path / "w"
-    job = PhaseJob(str(store80), str(out), "fgla", 20, source="true", threads=1)
+    job = PhaseJob(str(store80), str(out), PhaseSettings("fgla", 20, "true", "zeros", "mag", 0),
+                   threads=1)
     whole, counts = plan_tasks(store, job, 1)
     assert [k for k, _ in whole] == [(n, None) for n in store.shard_names()]
     assert sum(counts.values()) == len(corpus)           # the progress bar's total: utterances

@@ -27,7 +27,7 @@ from pipeline.io.store import Store
 from pipeline.metrics.registry import MetricError, pesq_wb
 from pipeline.models.degli import DeGLIConfig, DeGLINet, degli
 from pipeline.parallel.batching import stack_frames
-from pipeline.stages.phase import reconstruct
+from pipeline.synthesis import reconstruct
 
 
 def main():
@@ -52,7 +52,7 @@ def main():
     ents, mags = ents[:step * a.utterances:step], list(mags[:step * a.utterances:step])
     if a.after_model:    # mags holds mels: invert them
         from pipeline.models.inverter import load_invert_model
-        from pipeline.stages.invert import invert_frames
+        from pipeline.synthesis import invert_frames
         mags = invert_frames(mags, cfg, "model", model=load_invert_model(a.after_model, cfg))
     refs = [load(e.source, cfg.sample_rate) for e in ents]
     n = [e.n_samples for e in ents]

@@ -17,8 +17,7 @@ from joint_quality import REPO, features, scores
 from pipeline.config import load_config
 from pipeline.io.manifest import read_manifest
 from pipeline.models.inverter import load_invert_model
-from pipeline.stages.invert import invert_frames
-from pipeline.stages.phase import reconstruct
+from pipeline.synthesis import invert_frames, reconstruct
 
 
 def main() -> None:

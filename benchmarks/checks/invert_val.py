@@ -19,8 +19,7 @@ from pipeline.io.audio import load
 from pipeline.io.store import Store
 from pipeline.metrics.registry import MetricError, pesq_wb, stoi
 from pipeline.models.inverter import load_invert_model
-from pipeline.stages.invert import invert_frames
-from pipeline.stages.phase import AlgoOptions, reconstruct
+from pipeline.synthesis import AlgoOptions, invert_frames, reconstruct
 
 
 def main():

@@ -14,7 +14,7 @@ from _corpus import true_magnitudes
 
 from pipeline.config import load_config
 from pipeline.dsp.mel import _filterbank_np
-from pipeline.stages.invert import invert_frames
+from pipeline.synthesis import invert_frames
 
 
 def main():

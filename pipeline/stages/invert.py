@@ -7,40 +7,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.algorithms.invert import METHODS as ALGORITHMS
-from pipeline.config import AudioConfig
-from pipeline.dsp.mel import compress
 from pipeline.errors import UsageError
 from pipeline.io.results import Failure, StageResult
 from pipeline.io.store import Store, StoreError, failures_csv_path, store_items
-from pipeline.models.inverter import model_invert
-from pipeline.parallel.batching import buckets, resolve_device, stack_frames, workers_for
+from pipeline.parallel.batching import resolve_device, workers_for
 from pipeline.parallel.tasks import threads_per_worker
 from pipeline.stages._runner import run_stage
-
-# The inversion methods: the algorithms (no weights) and the learned model.
-METHODS = {**ALGORITHMS, "model": model_invert}
-
-
-def mel_floor(cfg: AudioConfig) -> float:
-    """The compressed value of silence: what padding frames are filled with."""
-    return float(compress(torch.tensor(0.0), cfg))
-
-
-def invert_frames(mels: list[np.ndarray], cfg: AudioConfig, method: str, *, model=None,
-                  device: torch.device | str = "cpu", batch_frames: int = 1000,
-                  n_iter: int = 50) -> list[np.ndarray]:
-    """Per-utterance mels ``[T_i, M]`` -> magnitudes ``[T_i, F]``, in length buckets."""
-    fn = METHODS[method]
-    options = {"model": {"model": model}, "nnls": {"n_iter": n_iter}}.get(method, {})
-    out: list[np.ndarray | None] = [None] * len(mels)
-    floor = mel_floor(cfg)
-    for group in buckets([m.shape[0] for m in mels], batch_frames):
-        batch = stack_frames([mels[i] for i in group], floor).to(device)
-        mag = fn(batch, cfg, **options).float().cpu().numpy()
-        for j, i in enumerate(group):
-            out[i] = mag[j, :mels[i].shape[0]]
-    return out  # type: ignore[return-value]
+from pipeline.synthesis import invert_frames, resolve_inverter
 
 
 def invert_shard(store_path: str, name: str, method: str, weights: str | None, device: str,
@@ -92,19 +65,12 @@ def invert(store_path: str | Path, method: str = "pinv", *, weights: str | None 
     recorded, sha256) are skipped.
     """
     t0 = time.perf_counter()
-    if method not in METHODS:
-        raise UsageError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
     store = Store(store_path, "r+")
+    inverter = resolve_inverter(method, weights, store.config)
+    weights, digest = inverter.weights, inverter.sha256
     if store.incomplete():
         raise UsageError(f"{store_path}: extraction is incomplete ({len(store.incomplete())} "
                          "shards); re-run `pipeline extract` with the same arguments first")
-    digest = None
-    if method == "model":
-        from pipeline.io.weights import pick_for
-        from pipeline.models.inverter import inverter_digest, load_invert_model
-        weights = weights or pick_for(store.config, "PInvConvSkip")
-        load_invert_model(weights, store.config)   # fail early, naming the mismatching field
-        digest = inverter_digest(weights)
     workers = workers_for(device, workers)
     todo = []
     for name in store.shard_names():

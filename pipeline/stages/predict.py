@@ -13,8 +13,7 @@ from pipeline.io.results import check_writable, claim_file
 from pipeline.metrics.registry import MetricError, pesq_wb, stoi
 from pipeline.parallel.batching import resolve_device
 from pipeline.plots import spectrogram_pair
-from pipeline.stages.invert import invert_frames
-from pipeline.stages.phase import default_iters, reconstruct
+from pipeline.synthesis import check_route, default_iters, invert_frames, reconstruct, resolve_inverter
 
 
 def _is_record(path: Path) -> bool:
@@ -43,6 +42,8 @@ def predict(audio: str | Path, out: str | Path, cfg: AudioConfig, *, method: str
             device: str = "auto", project: str = "auto") -> dict:
     """Reconstruct ``audio`` from its mel; writes ``<stem>.wav``, ``.png`` and ``.json`` in ``out``."""
     audio, out = Path(audio), Path(out)
+    check_route(algo, project, cfg)
+    inverter = resolve_inverter(method, weights, cfg)
     n_iter = n_iter if n_iter is not None else default_iters(algo, project, cfg)
     dev = resolve_device(device)
     y = load(audio, cfg.sample_rate)
@@ -57,7 +58,7 @@ def predict(audio: str | Path, out: str | Path, cfg: AudioConfig, *, method: str
     model = None
     if method == "model":
         from pipeline.models.inverter import load_invert_model
-        model = load_invert_model(weights, cfg, dev)
+        model = load_invert_model(inverter.weights, cfg, dev)
     mag = invert_frames([mel], cfg, method, model=model, device=dev)
     rec = reconstruct(mag, [len(y)], cfg, algo, n_iter=n_iter, device=dev, project=project,
                       mels=[mel])[0]

@@ -20,12 +20,13 @@ import torch
 
 from pipeline.config import AudioConfig
 from pipeline.dsp.mel import compress, mel_spectrogram
-from pipeline.errors import PipelineError, UsageError
+from pipeline.errors import PipelineError
 from pipeline.io.audio import write_wav
 from pipeline.io.results import Failure, StageResult, check_writable, claim_output
 from pipeline.parallel.batching import resolve_device, workers_for
 from pipeline.parallel.tasks import threads_per_worker
 from pipeline.stages._runner import run_stage
+from pipeline.synthesis import check_route, default_iters, invert_frames, reconstruct, resolve_inverter
 
 MEL_EXTENSIONS = (".npy", ".npz", ".pt")
 
@@ -213,9 +214,6 @@ def vocode_files(items: list[tuple[str, str]], out_dir: str, cfg_dict: dict, met
                  batch_frames: int | None, project: str = "auto",
                  layout_hint: str | None = None) -> dict:
     """Worker task: check, invert, reconstruct and round-trip a list of (id, path)."""
-    from pipeline.stages.invert import invert_frames
-    from pipeline.stages.phase import reconstruct
-
     torch.set_num_threads(threads)
     cfg = AudioConfig.from_dict(cfg_dict)
     dev = resolve_device(device)
@@ -268,15 +266,12 @@ def vocode(src: str | Path, out: str | Path, cfg: AudioConfig, *, method: str = 
     overlap by >= 75 % (:func:`pipeline.stages.phase.resolve_project`). A resume keeps the wavs
     only when the input folder and every setting match the run that wrote them; ``overwrite``
     removes this run's wavs first, and nothing else."""
-    from pipeline.stages.invert import METHODS
-    from pipeline.stages.phase import check_route, default_iters
-
     t0 = time.perf_counter()
     check_route(algo, project, cfg)
     if n_iter is None:
         n_iter = default_iters(algo, project, cfg)
-    if method not in METHODS:
-        raise UsageError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+    inverter = resolve_inverter(method, weights, cfg)
+    weights = inverter.weights
     if algo == "degli":
         from pipeline.models.degli import load_degli
         load_degli(None, cfg)                    # fail early: no DeGLI weights for this preset
@@ -290,14 +285,8 @@ def vocode(src: str | Path, out: str | Path, cfg: AudioConfig, *, method: str = 
     items = [(u, p) for u, p in items if len(by_id[u]) == 1]
     out = Path(out)
     check_writable(out)
-    if method == "model":
-        from pipeline.io.weights import pick_for
-        from pipeline.models.inverter import load_invert_model
-        weights = weights or pick_for(cfg, "PInvConvSkip")
-        load_invert_model(weights, cfg)          # fail early, naming a mismatching field
     record = {"stage": "vocode", "source": str(Path(src).resolve()), "audio": cfg.to_dict(),
-              "method": method, "weights": weights, "algo": algo, "iters": n_iter,
-              "project": project}
+              **inverter.record(), "algo": algo, "iters": n_iter, "project": project}
     claim_output(out, record, [out / f"{u}.wav" for u, _ in items], overwrite)
     todo = [(u, str(p)) for u, p in items if not (out / f"{u}.wav").exists()]
     res = VocodeResult(store=out, skipped=len(items) - len(todo), failures=clash)
