@@ -5,6 +5,7 @@ failed (the failures CSV says which and why) or 2 for a usage error.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -39,6 +40,60 @@ def _fail(msg: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+class Method(str, Enum):
+    pinv = "pinv"
+    nnls = "nnls"
+    model = "model"
+
+
+class Algo(str, Enum):
+    gla = "gla"
+    fgla = "fgla"
+    admm = "admm"
+    degli = "degli"
+
+
+class Project(str, Enum):
+    auto = "auto"
+    mel = "mel"
+    mag = "mag"
+
+
+class Source(str, Enum):
+    auto = "auto"
+    mag = "mag"
+    mel = "mel"
+    true = "true"
+
+
+class Init(str, Enum):
+    zeros = "zeros"
+    random = "random"
+    pghi = "pghi"
+
+
+class Corpus(str, Enum):
+    pocketsphinx = "pocketsphinx"
+    asterisk = "asterisk"
+    kde = "kde"
+    festival = "festival"
+    speed = "speed"
+
+
+def command(group: typer.Typer = app, name: str | None = None):
+    """``group.command(name)`` whose errors about the user's input (:class:`PipelineError`)
+    end in one line and exit status 2; anything else is a bug and keeps its traceback."""
+    def deco(fn):
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except PipelineError as exc:
+                _fail(str(exc))
+        return group.command(name)(run)
+    return deco
+
+
 def _report(res, what: str) -> None:
     rate = f", {res.audio_seconds / res.seconds:.1f}x real time" if res.audio_seconds and res.seconds else ""
     console.print(f"[green]{what}[/]: {res.done} utterance{'' if res.done == 1 else 's'} in "
@@ -64,7 +119,7 @@ def _momentum(value: float) -> float:
     return value
 
 
-@app.command()
+@command()
 def manifest(
     folder: Path = typer.Argument(..., help="Folder searched recursively for audio files."),
     out: Path = typer.Option(None, "--out", "-o", help="Manifest to write (JSONL); default stdout."),
@@ -72,12 +127,9 @@ def manifest(
     """Write a JSONL manifest (id, path, sample_rate, channels, num_samples, duration) of a folder."""
     from pipeline.io.manifest import manifest_from_folder, write_manifest
 
-    try:
-        utts, fails = manifest_from_folder(folder)
-        if out:
-            write_manifest(utts, out, [folder])
-    except PipelineError as exc:
-        _fail(str(exc))
+    utts, fails = manifest_from_folder(folder)
+    if out:
+        write_manifest(utts, out, [folder])
     if out:
         console.print(f"{len(utts)} utterances, {sum(u.duration or 0.0 for u in utts):.1f} s -> {_e(str(out))}")
     else:
@@ -89,9 +141,9 @@ def manifest(
         raise typer.Exit(1)
 
 
-@app.command()
+@command()
 def prepare(
-    corpus: str = typer.Argument(..., help="pocketsphinx (test/demo corpus); asterisk, kde or "
+    corpus: Corpus = typer.Argument(..., help="pocketsphinx (test/demo corpus); asterisk, kde or "
                                  "festival (training: asterisk G.722 prompts; klettres + ktuberling "
                                  "words; festival diphone voices reading the asterisk prompts); "
                                  "or speed (perturbed copies of --manifest)."),
@@ -120,37 +172,32 @@ def prepare(
         speed_perturb,
     )
 
-    try:
-        if corpus == "pocketsphinx":
-            path = out if out.suffix == ".jsonl" else out / "pocketsphinx.jsonl"
-            utts = prepare_pocketsphinx(path)
-            console.print(f"{len(utts)} utterances -> {_e(str(path))}")
-        elif corpus in ("asterisk", "kde", "festival"):
-            if corpus == "asterisk":
-                paths = prepare_asterisk(out, languages.split(","))
-            elif corpus == "kde":
-                paths = prepare_kde(out)
-            else:
-                names = list(FESTIVAL_VOICES) if voices == "all" else voices.split(",")
-                paths = prepare_festival(out, names, per_voice)
-            for name, p in paths.items():
-                console.print(f"{name}: {sum(1 for _ in open(p))} utterances -> {_e(str(p))}")
-            fails = out / "festival-failures.csv"
-            if corpus == "festival" and fails.exists():
-                console.print(f"[red]some prompts could not be said[/]: {_e(str(fails))}")
-                raise typer.Exit(1)
-        elif corpus == "speed":
-            if manifest is None:
-                raise typer.BadParameter("prepare speed needs --manifest (the corpus to perturb)")
-            p = speed_perturb(manifest, [float(f) for f in factors.split(",")], out)
-            console.print(f"{sum(1 for _ in open(p))} utterances -> {_e(str(p))}")
+    if corpus is Corpus.pocketsphinx:
+        path = out if out.suffix == ".jsonl" else out / "pocketsphinx.jsonl"
+        utts = prepare_pocketsphinx(path)
+        console.print(f"{len(utts)} utterances -> {_e(str(path))}")
+    elif corpus in (Corpus.asterisk, Corpus.kde, Corpus.festival):
+        if corpus is Corpus.asterisk:
+            paths = prepare_asterisk(out, languages.split(","))
+        elif corpus is Corpus.kde:
+            paths = prepare_kde(out)
         else:
-            _fail(f"unknown corpus {corpus!r}: choose pocketsphinx, asterisk, kde, festival or speed")
-    except PipelineError as exc:
-        _fail(str(exc))
+            names = list(FESTIVAL_VOICES) if voices == "all" else voices.split(",")
+            paths = prepare_festival(out, names, per_voice)
+        for name, p in paths.items():
+            console.print(f"{name}: {sum(1 for _ in open(p))} utterances -> {_e(str(p))}")
+        fails = out / "festival-failures.csv"
+        if corpus is Corpus.festival and fails.exists():
+            console.print(f"[red]some prompts could not be said[/]: {_e(str(fails))}")
+            raise typer.Exit(1)
+    elif corpus is Corpus.speed:
+        if manifest is None:
+            raise typer.BadParameter("prepare speed needs --manifest (the corpus to perturb)")
+        p = speed_perturb(manifest, [float(f) for f in factors.split(",")], out)
+        console.print(f"{sum(1 for _ in open(p))} utterances -> {_e(str(p))}")
 
 
-@app.command()
+@command()
 def extract(
     inputs: List[Path] = typer.Argument(..., help="A folder, a .jsonl manifest, or audio files."),
     out: Path = typer.Option(..., "--out", "-o", help="The zarr store to write (STORE.zarr)."),
@@ -169,12 +216,9 @@ def extract(
     from pipeline.config import load_config
     from pipeline.stages.extract import extract as run
 
-    try:
-        res = run(list(inputs), out, load_config(config), with_mag=with_mag, workers=workers,
-                  shard_seconds=shard_seconds, cluster=cluster.value, profile=profile,
-                  overwrite=overwrite, progress=not quiet)
-    except PipelineError as exc:
-        _fail(str(exc))
+    res = run(list(inputs), out, load_config(config), with_mag=with_mag, workers=workers,
+              shard_seconds=shard_seconds, cluster=cluster.value, profile=profile,
+              overwrite=overwrite, progress=not quiet)
     _report(res, "extracted")
 
 
@@ -196,10 +240,10 @@ ConfigName = Annotated[str, typer.Option("--config", "-c", help="Preset name (co
                                          "or a TOML file.")]
 
 
-@app.command()
+@command()
 def invert(
     store: Path = typer.Argument(..., help="Store written by `pipeline extract`."),
-    method: str = typer.Option("pinv", "--method", "-m",
+    method: Method = typer.Option(Method.pinv, "--method", "-m",
                                help="pinv (pseudo-inverse), nnls (non-negative least squares), "
                                     "or model (PInv + conv autoencoder, shipped weights). pinv "
                                     "is the default start of the joint phase route (`phase "
@@ -220,21 +264,18 @@ def invert(
     """Mel -> linear STFT magnitude, written into the store as `mag`. Resumable."""
     from pipeline.stages.invert import invert as run
 
-    try:
-        res = run(store, method, weights=weights, device=device.value, workers=workers,
-                  batch_frames=batch_frames, n_iter=nnls_iters, cluster=cluster.value,
-                  profile=profile, overwrite=overwrite, progress=not quiet)
-    except PipelineError as exc:
-        _fail(str(exc))
-    _report(res, f"inverted ({method})")
+    res = run(store, method.value, weights=weights, device=device.value, workers=workers,
+              batch_frames=batch_frames, n_iter=nnls_iters, cluster=cluster.value,
+              profile=profile, overwrite=overwrite, progress=not quiet)
+    _report(res, f"inverted ({method.value})")
 
 
-@app.command()
+@command()
 def phase(
     store: Path = typer.Argument(..., help="Store from `pipeline extract` (and, if run, "
                                  "`pipeline invert`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for <utterance id>.wav files."),
-    algo: str = typer.Option("fgla", "--algo", "-a", help="gla, fgla (momentum 0.99), admm "
+    algo: Algo = typer.Option(Algo.fgla, "--algo", "-a", help="gla, fgla (momentum 0.99), admm "
                              "(joint mel inversion by ADMM, Masuyama et al. 2025; magnitude "
                              "mels) or degli (Deep Griffin-Lim; shipped net for mel80-16k: "
                              "learned first 8 iterations, FGLA after; ~28x slower per iteration "
@@ -242,22 +283,22 @@ def phase(
     iters: Optional[int] = typer.Option(None, "--iters", "-n", min=0, help="Iterations (degli: "
                                         "blocks). Default: 800 on the joint route (--project "
                                         "mel), 100 with the magnitude fixed (BENCHMARKS.md)."),
-    project: str = typer.Option("auto", "--project", help="What each iteration projects onto: "
+    project: Project = typer.Option(Project.auto, "--project", help="What each iteration projects onto: "
                                 "mel (joint mel inversion: the magnitude from invert is only the "
                                 "start, refined within the store's mel; +0.2-0.6 PESQ on 80 mels) "
                                 "or mag (hold the magnitude fixed: phase-only evaluation). auto: "
                                 "mel, except with --source true, --algo degli or frames that "
                                 "overlap by less than 75 % (BENCHMARKS.md)."),
-    source: str = typer.Option("auto", help="auto (mag when `pipeline invert` has run, else "
+    source: Source = typer.Option(Source.auto, help="auto (mag when `pipeline invert` has run, else "
                                "mel), mag (what invert wrote), mel (invert in memory with "
                                "--method, batch by batch: no magnitude is written, the store "
                                "stays smaller than the audio) or true (stored true magnitude: "
                                "phase-only evaluation)."),
-    method: str = typer.Option("pinv", help="--source mel: pinv, nnls or model."),
+    method: Method = typer.Option(Method.pinv, help="--source mel: pinv, nnls or model."),
     invert_weights: Optional[str] = typer.Option(None, "--invert-weights", help="--source mel "
                                                  "--method model: inverter weights (default: "
                                                  "shipped, matching the store)."),
-    init: str = typer.Option("zeros", help="Initial phase: zeros, random, or pghi (phase-gradient "
+    init: Init = typer.Option(Init.zeros, help="Initial phase: zeros, random, or pghi (phase-gradient "
                              "integration: better start, fewer iterations needed)."),
     momentum: float = typer.Option(0.99, callback=lambda v: _momentum(v),
                                    help="FGLA momentum, in [0, 1)."),
@@ -283,31 +324,29 @@ def phase(
     (WAV_DIR/.pipeline-run.json)."""
     from pipeline.stages.phase import phase as run
 
-    try:
-        res = run(store, out, algo, n_iter=iters, source=source, init=init, device=device.value,
-                  workers=workers, batch_frames=batch_frames, seed=seed, cluster=cluster.value,
-                  profile=profile, progress=not quiet, project=project, overwrite=overwrite,
-                  momentum=momentum, weights=weights, warmup=warmup, method=method,
-                  invert_weights=invert_weights)
-    except PipelineError as exc:
-        _fail(str(exc))
-    _report(res, f"reconstructed ({algo}{f', {iters} iterations' if iters is not None else ''}, "
-                 f"--project {project})")
+    res = run(store, out, algo.value, n_iter=iters, source=source.value, init=init.value, device=device.value,
+              workers=workers, batch_frames=batch_frames, seed=seed, cluster=cluster.value,
+              profile=profile, progress=not quiet, project=project.value, overwrite=overwrite,
+              momentum=momentum, weights=weights, warmup=warmup, method=method.value,
+              invert_weights=invert_weights)
+    _report(res, f"reconstructed ({algo.value}{f', {iters} iterations' if iters is not None else ''}, "
+                 f"--project {project.value})")
 
 
-@app.command()
+@command()
 def run(
     inputs: List[Path] = typer.Argument(..., help="A folder, a .jsonl manifest, or audio files."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for mels.zarr, wav/ and "
                              "(with --score) report.csv."),
     config: ConfigName = "mel80-16k",
-    method: str = typer.Option("pinv", help="Mel -> magnitude: pinv, nnls or model."),
+    method: Method = typer.Option(Method.pinv, help="Mel -> magnitude: pinv, nnls or model."),
     invert_weights: Optional[str] = typer.Option(None, "--invert-weights", help="--method "
                                                  "model: inverter weights (default: shipped)."),
-    algo: str = typer.Option("fgla", "--algo", "-a", help="Phase algorithm: gla, fgla, admm."),
+    algo: Algo = typer.Option(Algo.fgla, "--algo", "-a", help="Phase algorithm: gla, fgla, admm "
+                              "(degli holds the magnitude fixed: use `pipeline phase`)."),
     iters: Optional[int] = typer.Option(None, "--iters", "-n", min=0, help="Phase iterations "
                                         "(default: 800 joint, 100 with the magnitude fixed)."),
-    project: str = typer.Option("auto", "--project", help="auto, mel (joint mel inversion) "
+    project: Project = typer.Option(Project.auto, "--project", help="auto, mel (joint mel inversion) "
                                 "or mag (magnitude fixed): as `pipeline phase`."),
     keep_mag: bool = typer.Option(False, "--keep-mag", help="Also write the inverted "
                                   "magnitudes into the store (`pipeline invert`); by default "
@@ -330,15 +369,13 @@ def run(
     from pipeline.config import load_config
     from pipeline.stages.run import run as run_stages
 
-    try:
-        res = run_stages(list(inputs), out, load_config(config), method=method,
-                         invert_weights=invert_weights, algo=algo, n_iter=iters, project=project,
-                         keep_mag=keep_mag, score=score,
-                         metrics=metrics.split(",") if metrics else None, workers=workers,
-                         cluster=cluster.value, profile=profile, device=device.value,
-                         progress=not quiet, overwrite=overwrite)
-    except PipelineError as exc:
-        _fail(str(exc))
+    res = run_stages(list(inputs), out, load_config(config), method=method.value,
+                     invert_weights=invert_weights, algo=algo.value, n_iter=iters,
+                     project=project.value,
+                     keep_mag=keep_mag, score=score,
+                     metrics=metrics.split(",") if metrics else None, workers=workers,
+                     cluster=cluster.value, profile=profile, device=device.value,
+                     progress=not quiet, overwrite=overwrite)
     for name, r in res.stages.items():
         console.print(f"[green]{name}[/]: {r.done} utterance(s) in {r.seconds:.1f} s; "
                       f"{r.skipped_shards} shard(s) already complete")
@@ -352,7 +389,7 @@ def run(
         raise typer.Exit(1)
 
 
-@app.command()
+@command()
 def score(
     hyp: Path = typer.Option(..., "--hyp", help="Folder of reconstructed wavs."),
     out: Path = typer.Option(..., "--out", "-o", help="Per-utterance CSV (summary beside it)."),
@@ -378,11 +415,8 @@ def score(
     """Objective metrics per utterance (CSV), a summary CSV and a Markdown table."""
     from pipeline.stages.score import score as run
 
-    try:
-        res = run(hyp, out, ref, metrics.split(",") if metrics else None, workers=workers,
-                  cluster=cluster.value, profile=profile, progress=not quiet, plot=plot)
-    except PipelineError as exc:
-        _fail(str(exc))
+    res = run(hyp, out, ref, metrics.split(",") if metrics else None, workers=workers,
+              cluster=cluster.value, profile=profile, progress=not quiet, plot=plot)
     print(res.markdown)
     console.print(f"{len(res.rows)} utterances scored in {res.seconds:.1f} s -> {_e(str(res.csv))}, "
                   f"{_e(str(res.summary_csv))}" + (f", {len(res.plots)} plots" if res.plots else ""))
@@ -390,6 +424,16 @@ def score(
         console.print(f"[bold red]{res.failures} utterance(s) have NaN metrics[/]; "
                       f"see the error column of {_e(str(res.csv))}")
         raise typer.Exit(1)
+
+
+class MelScale(str, Enum):
+    slaney = "slaney"
+    htk = "htk"
+
+
+class Norm(str, Enum):
+    slaney = "slaney"
+    none = "none"
 
 
 class LogKind(str, Enum):
@@ -408,18 +452,18 @@ def _convention(preset: str, **overrides):
         renames.get(k, k): (v.value if isinstance(v, Enum) else v) for k, v in overrides.items()})
 
 
-@app.command()
+@command()
 def vocode(
     mels: Path = typer.Argument(..., help="A folder of mel files (.npy/.npz/.pt) or one file."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for <id>.wav and vocode-report.csv."),
     preset: str = typer.Option("hifigan-22k", help="Mel convention: a configs/ name or TOML path."),
-    method: str = typer.Option("pinv", help="pinv, nnls or model (the start of the phase "
+    method: Method = typer.Option(Method.pinv, help="pinv, nnls or model (the start of the phase "
                                "iterations; pinv is as good as model on the joint route)."),
     weights: Optional[str] = typer.Option(None, help="Inversion weights (default: shipped for the preset)."),
-    algo: str = typer.Option("fgla", help="Phase algorithm: gla, fgla, admm or degli."),
+    algo: Algo = typer.Option(Algo.fgla, help="Phase algorithm: gla, fgla, admm or degli."),
     iters: Optional[int] = typer.Option(None, min=0, help="Phase iterations (default: 800 joint, "
                                         "100 with the magnitude fixed)."),
-    project: str = typer.Option("auto", "--project", help="mel: refine the magnitude within the "
+    project: Project = typer.Option(Project.auto, "--project", help="mel: refine the magnitude within the "
                                 "input mel while iterating (joint mel inversion); mag: hold it "
                                 "fixed; auto: mel where frames overlap by >= 75 %."),
     sr: Optional[int] = typer.Option(None, "--sr", help="Override: sample rate."),
@@ -432,8 +476,8 @@ def vocode(
     log: Optional[LogKind] = typer.Option(None, "--log", help="Override: ln, log10, db or none."),
     clamp: Optional[float] = typer.Option(None, "--clamp", help="Override: floor before the log."),
     power: Optional[float] = typer.Option(None, "--power", help="Override: 1 magnitude, 2 power."),
-    mel_scale: Optional[str] = typer.Option(None, "--mel-scale", help="Override: slaney or htk."),
-    norm: Optional[str] = typer.Option(None, "--norm", help="Override: slaney or none."),
+    mel_scale: Optional[MelScale] = typer.Option(None, "--mel-scale", help="Override: slaney or htk."),
+    norm: Optional[Norm] = typer.Option(None, "--norm", help="Override: slaney or none."),
     center: Optional[bool] = typer.Option(None, "--center/--no-center", help="Override: centred frames."),
     device: DeviceOpt = Device.auto,
     workers: Workers = 1,
@@ -447,15 +491,12 @@ def vocode(
     Existing wavs are kept when the input and every setting match the run that wrote them."""
     from pipeline.stages.vocode import vocode as run
 
-    try:
-        cfg = _convention(preset, sr=sr, n_fft=n_fft, hop=hop, win=win, n_mels=n_mels, fmin=fmin,
-                          fmax=fmax, log=log, clamp=clamp, power=power, mel_scale=mel_scale,
-                          norm=norm, center=center)
-        res = run(mels, out, cfg, method=method, weights=weights, algo=algo, n_iter=iters,
-                  device=device.value, workers=workers, progress=not quiet, project=project,
-                  overwrite=overwrite)
-    except PipelineError as exc:
-        _fail(str(exc))
+    cfg = _convention(preset, sr=sr, n_fft=n_fft, hop=hop, win=win, n_mels=n_mels, fmin=fmin,
+                      fmax=fmax, log=log, clamp=clamp, power=power, mel_scale=mel_scale,
+                      norm=norm, center=center)
+    res = run(mels, out, cfg, method=method.value, weights=weights, algo=algo.value, n_iter=iters,
+              device=device.value, workers=workers, progress=not quiet, project=project.value,
+              overwrite=overwrite)
     console.print(f"[green]vocoded[/] {res.done} file(s) ({res.audio_seconds:.1f} s of audio) in "
                   f"{res.seconds:.1f} s, {res.skipped} already done -> {_e(str(res.store))}")
     if res.report:
@@ -468,32 +509,29 @@ def vocode(
         raise typer.Exit(1)
 
 
-@app.command()
+@command()
 def predict(
     audio: Path = typer.Argument(..., help="An audio file."),
     out: Path = typer.Option(Path("predict-out"), "--out", "-o", help="Output folder."),
     config: str = typer.Option("mel80-16k", "--config", "-c", help="Mel convention."),
-    method: str = typer.Option("pinv", help="pinv, nnls or model."),
+    method: Method = typer.Option(Method.pinv, help="pinv, nnls or model."),
     weights: Optional[str] = typer.Option(None, help="Inversion weights."),
-    algo: str = typer.Option("fgla", help="Phase algorithm."),
+    algo: Algo = typer.Option(Algo.fgla, help="Phase algorithm."),
     iters: Optional[int] = typer.Option(None, min=0, help="Phase iterations (default: 800 joint, "
                                         "100 with the magnitude fixed)."),
-    project: str = typer.Option("auto", "--project", help="mel (joint mel inversion), mag or auto."),
+    project: Project = typer.Option(Project.auto, "--project", help="mel (joint mel inversion), mag or auto."),
     device: DeviceOpt = Device.auto,
 ) -> None:
     """One file: audio -> mel -> reconstruction. Writes the wav, a spectrogram PNG and PESQ/STOI JSON."""
     from pipeline.config import load_config
     from pipeline.stages.predict import predict as run
 
-    try:
-        res = run(audio, out, load_config(config), method=method, weights=weights, algo=algo,
-                  n_iter=iters, device=device.value, project=project)
-    except PipelineError as exc:
-        _fail(str(exc))
+    res = run(audio, out, load_config(config), method=method.value, weights=weights,
+              algo=algo.value, n_iter=iters, device=device.value, project=project.value)
     print(json.dumps(res, indent=1))
 
 
-@train_app.command("degli")
+@command(train_app, "degli")
 def train_degli(
     train: Path = typer.Option(..., "--train", help="Training store (its source audio is read)."),
     val: Path = typer.Option(..., "--val", help="Validation store."),
@@ -533,17 +571,14 @@ def train_degli(
     tc = DeGLITrainConfig(epochs=epochs, steps_per_epoch=steps, seed=seed, unroll=unroll, lr=lr,
                           inits=tuple(train_init),
                           warmup_range=(train_warmup[0], train_warmup[1]))
-    try:
-        card = run(train, val, out, tc, hp, progress=not quiet)
-    except PipelineError as exc:
-        _fail(str(exc))
+    card = run(train, val, out, tc, hp, progress=not quiet)
     console.print(f"best epoch {card['best_epoch']}: {card['validation']} -> {out / (out.name + '.pt')}")
     if not card["validation"]["beats_zero_residual"]:
         console.print("[yellow]warning: no epoch beat the zero-residual net (plain GLA/FGLA "
                       "steps) on validation: these weights are no better than --algo fgla")
 
 
-@train_app.command("invert")
+@command(train_app, "invert")
 def train_invert(
     train: Path = typer.Option(..., "--train", help="Training store (extract --with-mag)."),
     val: Path = typer.Option(..., "--val", help="Validation store (extract --with-mag)."),
@@ -596,32 +631,26 @@ def train_invert(
     from pipeline.train.invert import TrainConfig
     from pipeline.train.invert import train_invert as run
 
-    try:
-        card = run(train, val, out, TrainConfig(epochs=epochs, steps_per_epoch=steps,
-                   batch_size=batch_size, crop=crop, lr=lr, patience=patience, seed=seed,
-                   loss_floor=loss_floor, ema=ema, threads=threads,
-                   over_weight=over_weight, init=init or ""),
-                   ModelConfig(channels=channels, depth=depth, kernel=kernel,
-                               refine=refine, lowband=lowband, lowband_layers=lowband_layers,
-                               lowband_hz=lowband_hz, lowband_time_kernel=lowband_time_kernel),
-                   progress=not quiet, keep_epochs=keep_epochs)
-    except PipelineError as exc:
-        _fail(str(exc))
+    card = run(train, val, out, TrainConfig(epochs=epochs, steps_per_epoch=steps,
+               batch_size=batch_size, crop=crop, lr=lr, patience=patience, seed=seed,
+               loss_floor=loss_floor, ema=ema, threads=threads,
+               over_weight=over_weight, init=init or ""),
+               ModelConfig(channels=channels, depth=depth, kernel=kernel,
+                           refine=refine, lowband=lowband, lowband_layers=lowband_layers,
+                           lowband_hz=lowband_hz, lowband_time_kernel=lowband_time_kernel),
+               progress=not quiet, keep_epochs=keep_epochs)
     v, b = card["validation"], card["validation_baselines"]
     console.print(f"best epoch {card['best_epoch']}: validation SC {v['sc']:.3f}, LSD "
                   f"{v['lsd_db']:.2f} dB (pinv SC {b['pinv']['sc']:.3f}, nnls SC {b['nnls']['sc']:.3f})"
                   f" -> {out / (out.name + '.pt')}")
 
 
-@app.command()
+@command()
 def info(store: Path = typer.Argument(..., help="A store written by `pipeline extract`.")) -> None:
     """Summarise a store: config, utterances, arrays and completion of each stage."""
     from pipeline.io.store import Store, summary
 
-    try:
-        s = summary(Store(store))
-    except PipelineError as exc:
-        _fail(str(exc))
+    s = summary(Store(store))
     cfg = s["config"]
     print(f"store      {s['path']}")
     print(f"config     {cfg.name}: {cfg.sample_rate} Hz, n_fft {cfg.n_fft}, hop {cfg.hop_length}, "
@@ -637,17 +666,14 @@ def info(store: Path = typer.Argument(..., help="A store written by `pipeline ex
         raise typer.Exit(1)
 
 
-@cluster_app.command("script")
+@command(cluster_app, "script")
 def cluster_script(
     profile: str = typer.Option("slurm-local", help="configs/cluster-NAME.toml or a TOML path."),
 ) -> None:
     """Print the SLURM job script dask-jobqueue would submit for a profile."""
     from pipeline.parallel.cluster import job_script
 
-    try:
-        print(job_script(profile))
-    except PipelineError as exc:
-        _fail(str(exc))
+    print(job_script(profile))
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-LOWER_IS_BETTER = {"spectral_convergence", "lsd", "lsd_db", "mcd", "mcd_plain"}
+from pipeline.metrics.registry import METRICS
 
 
 def _plt():
@@ -56,7 +56,7 @@ def score_plots(rows: list[dict], metrics: list[str], out_dir: Path, rate: int |
         paths.append(p)
     key = metrics[0]
     ranked = sorted((r for r in rows if isinstance(r[key], float) and math.isfinite(r[key])),
-                    key=lambda r: r[key], reverse=key not in LOWER_IS_BETTER)
+                    key=lambda r: r[key], reverse=not METRICS[key].lower_is_better)
     for tag, r in (("best", ranked[0] if ranked else None), ("worst", ranked[-1] if ranked else None)):
         if r is None:
             continue

@@ -69,8 +69,11 @@ def test_si_sdr_equals_torchmetrics(pairs):
         assert metrics.si_sdr(reference=x, estimate=y, sample_rate=16000) == pytest.approx(want, abs=1e-6)
 
 
-def test_every_metric_states_its_unit():
-    assert set(metrics.METRICS) <= set(metrics.UNITS)
+def test_every_metric_states_its_unit_and_the_defaults_are_registered():
+    assert all(m.unit for m in metrics.METRICS.values())
+    assert metrics.default_metrics(True) == ["pesq_wb", "stoi", "estoi", "si_sdr",
+                                              "spectral_convergence", "lsd", "mcd"]
+    assert not metrics.METRICS["dnsmos_ovrl"].intrusive and metrics.METRICS["mcd"].lower_is_better
 
 
 @pytest.mark.slow

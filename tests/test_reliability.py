@@ -221,9 +221,13 @@ def test_store_sources_are_absolute(tmp_path, small_corpus, monkeypatch):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["phase", "{store}", "--out", "O", "--init", "nope"], "unknown initial phase"),
-    (["phase", "{store}", "--out", "O", "--algo", "foo"], "unknown algorithm"),
-    (["vocode", "M", "--out", "O", "--method", "foo"], "unknown method"),
+    (["phase", "{store}", "--out", "O", "--init", "nope"], "'zeros', 'random', 'pghi'"),
+    (["phase", "{store}", "--out", "O", "--algo", "foo"], "'gla', 'fgla', 'admm', 'degli'"),
+    (["vocode", "M", "--out", "O", "--method", "foo"], "'pinv', 'nnls', 'model'"),
+    (["predict", "a.wav", "--out", "O", "--method", "foo"], "'pinv', 'nnls', 'model'"),
+    (["phase", "{store}", "--out", "O", "--source", "x"], "'auto', 'mag', 'mel', 'true'"),
+    (["phase", "{store}", "--out", "O", "--project", "x"], "'auto', 'mel', 'mag'"),
+    (["prepare", "timit"], "'pocketsphinx', 'asterisk'"),
     (["vocode", "M", "--out", "O", "--algo", "degli", "--preset", "espnet-22k"], "DeGLI"),
 ])
 @pytest.mark.slow
@@ -232,10 +236,12 @@ def test_bad_choices_fail_in_one_line_before_any_work(tmp_path, small_store, tts
     (tmp_path / "M").mkdir()
     np.save(tmp_path / "M" / "a.npy", mel)
     args = [a.replace("{store}", str(small_store)) for a in args]
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", *args, "-q"], capture_output=True,
-                       text=True, cwd=tmp_path)
+    quiet = [] if args[0] in ("prepare", "predict") else ["-q"]
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", *args, *quiet], capture_output=True,
+                       text=True, cwd=tmp_path, env={**os.environ, "COLUMNS": "400"})
     assert r.returncode == 2, r.stderr
-    assert words in r.stderr and "Traceback" not in r.stderr and "File \"" not in r.stderr
+    err = " ".join(r.stderr.split())
+    assert words in err and "Traceback" not in err and "File \"" not in err
     assert not (tmp_path / "O").exists() or not any((tmp_path / "O").glob("*.wav"))
 
 

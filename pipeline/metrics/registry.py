@@ -12,6 +12,7 @@ import os
 import pickle
 import signal
 import warnings
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -25,17 +26,34 @@ class MetricError(PipelineError, ValueError):
     """This metric is undefined for this item (silence, too short, ...)."""
 
 
-METRICS: dict[str, Callable[..., float]] = {}
-INTRUSIVE: set[str] = set()          # metrics that need a reference
+@dataclass(frozen=True)
+class Metric:
+    """A registered metric: the function and what a report says of it."""
+    fn: Callable[..., float]
+    unit: str
+    lower_is_better: bool = False
+    intrusive: bool = True               # needs a reference
+    default: bool = False                # in `pipeline score`'s default set (with references)
 
 
-def register(name: str, intrusive: bool = True):
+METRICS: dict[str, Metric] = {}
+
+
+def register(name: str, unit: str, *, lower_is_better: bool = False, intrusive: bool = True,
+             default: bool = False):
+    """Declare a metric once: its function, unit, direction, whether it needs a reference
+    and whether `pipeline score` computes it by default."""
     def deco(fn):
-        METRICS[name] = fn
-        if intrusive:
-            INTRUSIVE.add(name)
+        METRICS[name] = Metric(fn, unit, lower_is_better, intrusive, default)
         return fn
     return deco
+
+
+def default_metrics(with_reference: bool) -> list[str]:
+    """What `pipeline score` computes when no --metrics is given."""
+    if with_reference:
+        return [n for n, m in METRICS.items() if m.default]
+    return ["dnsmos_ovrl"]
 
 
 def _to_rate(y: np.ndarray, sr: int, target: int) -> np.ndarray:
@@ -111,13 +129,13 @@ def _pesq(reference, estimate, sample_rate, mode):
     return value
 
 
-@register("pesq_wb")
+@register("pesq_wb", "MOS-LQO", default=True)
 def pesq_wb(*, reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> float:
     """ITU-T P.862.2 wideband PESQ (MOS-LQO) at 16 kHz (resampled when needed)."""
     return _pesq(reference, estimate, sample_rate, "wb")
 
 
-@register("pesq_nb")
+@register("pesq_nb", "MOS-LQO")
 def pesq_nb(*, reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> float:
     """P.862 narrowband PESQ (MOS-LQO)."""
     return _pesq(reference, estimate, sample_rate, "nb")
@@ -157,17 +175,17 @@ def _stoi(reference, estimate, sample_rate, extended):
     return float(np.average(values, weights=weights))
 
 
-@register("stoi")
+@register("stoi", "0-1", default=True)
 def stoi(*, reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> float:
     return _stoi(reference, estimate, sample_rate, False)
 
 
-@register("estoi")
+@register("estoi", "0-1", default=True)
 def estoi(*, reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> float:
     return _stoi(reference, estimate, sample_rate, True)
 
 
-@register("si_sdr")
+@register("si_sdr", "dB", default=True)
 def si_sdr(*, reference: np.ndarray, estimate: np.ndarray, sample_rate: int = 0) -> float:
     """Scale-invariant SDR in dB (Le Roux et al. 2019), zero-mean signals."""
     ref = reference.astype(np.float64) - reference.mean()
@@ -196,13 +214,7 @@ def _mags(reference, estimate, sample_rate, n_fft=None):
     return m[0], m[1], cfg
 
 
-UNITS = {"pesq_wb": "MOS-LQO", "pesq_nb": "MOS-LQO", "stoi": "0-1", "estoi": "0-1",
-         "si_sdr": "dB", "spectral_convergence": "ratio", "lsd": "log10 power (NU-Wave)",
-         "lsd_db": "dB", "mcd": "dB (ESPnet, DTW)", "mcd_plain": "dB (ESPnet, no DTW)",
-         "dnsmos_ovrl": "MOS", "dnsmos_sig": "MOS", "dnsmos_bak": "MOS"}
-
-
-@register("spectral_convergence")
+@register("spectral_convergence", "ratio", lower_is_better=True, default=True)
 def spectral_convergence(*, reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> float:
     """||S_ref - S_est||_F / ||S_ref||_F of STFT magnitudes (lower is better)."""
     import torch
@@ -226,7 +238,7 @@ def _power_spectrogram(y: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
     return spec.abs().pow(2).numpy()
 
 
-@register("lsd")
+@register("lsd", "log10 power (NU-Wave)", lower_is_better=True, default=True)
 def log_spectral_distance(*, reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> float:
     """Log-spectral distance as the super-resolution papers quote it (NU-Wave, AudioSR): STFT
     2048/512 (Hann, centred), ``log10`` of the power clamped at 1e-8, RMS over bins, mean over
@@ -238,7 +250,7 @@ def log_spectral_distance(*, reference: np.ndarray, estimate: np.ndarray, sample
     return float(np.mean(np.sqrt(np.mean((r - e) ** 2, axis=0))))
 
 
-@register("lsd_db")
+@register("lsd_db", "dB", lower_is_better=True)
 def log_spectral_distance_db(*, reference: np.ndarray, estimate: np.ndarray, sample_rate: int
                              ) -> float:
     """Log-spectral distance in dB: mean over frames of RMS over bins of 10 log10(P_ref/P_est),
@@ -293,7 +305,7 @@ def _mcd(reference, estimate, sample_rate, dtw):
     return float(np.mean(10.0 / np.log(10.0) * np.sqrt(2.0 * np.sum((est - ref) ** 2, axis=1))))
 
 
-@register("mcd")
+@register("mcd", "dB (ESPnet, DTW)", lower_is_better=True, default=True)
 def mel_cepstral_distortion(*, reference: np.ndarray, estimate: np.ndarray, sample_rate: int
                             ) -> float:
     """Mel-cepstral distortion in dB as ESPnet computes it (egs2 ``evaluate_mcd.py``):
@@ -302,7 +314,7 @@ def mel_cepstral_distortion(*, reference: np.ndarray, estimate: np.ndarray, samp
     return _mcd(reference, estimate, sample_rate, dtw=True)
 
 
-@register("mcd_plain")
+@register("mcd_plain", "dB (ESPnet, no DTW)", lower_is_better=True)
 def mel_cepstral_distortion_plain(*, reference: np.ndarray, estimate: np.ndarray,
                                   sample_rate: int) -> float:
     """:func:`mel_cepstral_distortion` frame by frame, without time warping."""
@@ -331,21 +343,17 @@ def _dnsmos(estimate: np.ndarray, sample_rate: int) -> dict:
     return _DNSMOS_CACHE[key]
 
 
-@register("dnsmos_ovrl", intrusive=False)
+@register("dnsmos_ovrl", "MOS", intrusive=False)
 def dnsmos_ovrl(*, estimate: np.ndarray, sample_rate: int, reference=None) -> float:
     """DNSMOS P.835 overall quality (non-intrusive; speechmos' bundled ONNX models)."""
     return float(_dnsmos(estimate, sample_rate)["ovrl_mos"])
 
 
-@register("dnsmos_sig", intrusive=False)
+@register("dnsmos_sig", "MOS", intrusive=False)
 def dnsmos_sig(*, estimate: np.ndarray, sample_rate: int, reference=None) -> float:
     return float(_dnsmos(estimate, sample_rate)["sig_mos"])
 
 
-@register("dnsmos_bak", intrusive=False)
+@register("dnsmos_bak", "MOS", intrusive=False)
 def dnsmos_bak(*, estimate: np.ndarray, sample_rate: int, reference=None) -> float:
     return float(_dnsmos(estimate, sample_rate)["bak_mos"])
-
-
-DEFAULT_METRICS = ("pesq_wb", "stoi", "estoi", "si_sdr", "spectral_convergence", "lsd", "mcd")
-

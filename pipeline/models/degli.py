@@ -88,12 +88,6 @@ class DeGLINet(nn.Module):
         return {"arch": "DeGLI", "audio": self.audio.to_dict(), "model": asdict(self.hparams)}
 
 
-def batch_sc(estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Spectral convergence over the whole batch (one number: a near-silent crop cannot
-    dominate it)."""
-    return spectral_convergence(reference=reference, estimate=estimate, dim=None, eps=1e-8)
-
-
 def run_blocks(net: DeGLINet, x: torch.Tensor, mag: torch.Tensor, pair: FramePair, n: int,
                momentum: float | None = None, inconsistency: list | None = None) -> torch.Tensor:
     """``n`` blocks from ``x`` (one block: ``Y = P_A(X)``, ``Z = P_C(Y)``, ``Z - DNN(X, Y, Z)``).
@@ -114,7 +108,7 @@ def run_blocks(net: DeGLINet, x: torch.Tensor, mag: torch.Tensor, pair: FramePai
         y = project(x, mag)
         z = pair.stft(pair.istft(y))
         if inconsistency is not None:
-            inconsistency.append(batch_sc(z.abs(), mag))
+            inconsistency.append(spectral_convergence(reference=mag, estimate=z.abs(), dim=None, eps=1e-8))
         t = z - net(x, y, z, mag) if k < horizon else z
         x = t - alpha * prev if prev is not None and alpha else t
         prev = t

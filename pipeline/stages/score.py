@@ -17,7 +17,7 @@ import numpy as np
 from pipeline.errors import InputError, UsageError
 from pipeline.io.audio import AudioError, load
 from pipeline.io.manifest import scan_folder, utterance_id
-from pipeline.metrics.registry import DEFAULT_METRICS, INTRUSIVE, METRICS, UNITS, MetricError
+from pipeline.metrics.registry import METRICS, MetricError, default_metrics
 from pipeline.parallel.tasks import run_tasks
 
 LENGTH_TOLERANCE_S = 0.05
@@ -103,11 +103,11 @@ def score_one(uid: str, ref_path: str | None, hyp_path: str | None, metrics: lis
         n = min(len(refy), len(est))
         refy, est = refy[:n], est[:n]
     for m in metrics:
-        if m in INTRUSIVE and refy is None:
+        if METRICS[m].intrusive and refy is None:
             errors.append(f"{m}: no reference for this id")
             continue
         try:
-            row[m] = METRICS[m](reference=refy, estimate=est, sample_rate=sr)
+            row[m] = METRICS[m].fn(reference=refy, estimate=est, sample_rate=sr)
         except MetricError as exc:
             errors.append(f"{m}: {exc}")
     row["error"] = "; ".join(errors)
@@ -133,7 +133,7 @@ def summarise(rows: list[dict], metrics: list[str]) -> list[dict]:
     for m in metrics:
         vals = np.array([r[m] for r in rows], dtype=float)
         ok = vals[np.isfinite(vals)]
-        out.append({"metric": m, "unit": UNITS.get(m, ""), "mean": float(ok.mean()) if ok.size else math.nan,
+        out.append({"metric": m, "unit": METRICS[m].unit, "mean": float(ok.mean()) if ok.size else math.nan,
                     "median": float(np.median(ok)) if ok.size else math.nan,
                     "std": float(ok.std()) if ok.size else math.nan,
                     "count": int(ok.size), "failures": int(len(vals) - ok.size)})
@@ -202,7 +202,7 @@ def score(hyp: str | Path, out: str | Path, ref: str | Path | None = None,
     out = Path(out)
     check_writable(out.parent)
     check_report_paths(out, [p for p in (ref, hyp) if p is not None], plot)
-    metrics = list(metrics or (DEFAULT_METRICS if ref is not None else ("dnsmos_ovrl",)))
+    metrics = list(metrics or default_metrics(ref is not None))
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise UsageError(f"unknown metric(s) {unknown}; known: {', '.join(METRICS)}")

@@ -11,11 +11,12 @@ import torch
 
 from pipeline.algorithms.gla import initial_phase, iterate, project
 from pipeline.dsp.mel import mel_from_magnitude
+from pipeline.dsp.spectral import spectral_convergence
 from pipeline.dsp.stft import FramePair
 from pipeline.errors import UsageError
 from pipeline.io.audio import load
 from pipeline.io.store import Store
-from pipeline.models.degli import DeGLIConfig, DeGLINet, batch_sc, run_blocks
+from pipeline.models.degli import DeGLIConfig, DeGLINet, run_blocks
 from pipeline.models.inverter import inverter_digest, load_invert_model
 from pipeline.train.invert import loss_fn
 from pipeline.train.trainer import LoopConfig, Trainer
@@ -54,7 +55,8 @@ def _loss(net, X, mag, true_mag, pair) -> torch.Tensor:
     true one."""
     out = run_blocks(net, X, mag, pair, 1)
     if net.hparams.magnitude == "true":
-        return batch_sc(pair.stft(pair.istft(project(out, mag))).abs(), true_mag)
+        return spectral_convergence(reference=true_mag, estimate=pair.stft(pair.istft(project(out, mag))).abs(),
+                                    dim=None, eps=1e-8)
     again = pair.stft(pair.istft(out)).abs()
     return loss_fn(again.clamp_min(1e-12).log(), true_mag)
 
@@ -66,7 +68,8 @@ def _unrolled_loss(net, X, mag, pair, n) -> torch.Tensor:
     consistency, not one step from a point GLA has already made stationary."""
     inc: list = []
     x = run_blocks(net, X, mag, pair, n, inconsistency=inc)
-    inc.append(batch_sc(pair.stft(pair.istft(project(x, mag))).abs(), mag))
+    inc.append(spectral_convergence(reference=mag, estimate=pair.stft(pair.istft(project(x, mag))).abs(),
+                                    dim=None, eps=1e-8))
     return torch.stack(inc[1:]).mean()
 
 
