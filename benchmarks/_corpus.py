@@ -8,7 +8,8 @@ import numpy as np
 from pipeline.config import AudioConfig
 from pipeline.dsp.mel import ragged_batch, stft
 from pipeline.io.audio import load
-from pipeline.io.manifest import Utterance, prepare_pocketsphinx
+from pipeline.io.manifest import Utterance
+from pipeline.recipes.pocketsphinx import prepare_pocketsphinx
 
 
 def true_magnitudes(cfg: AudioConfig):

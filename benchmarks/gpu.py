@@ -20,8 +20,9 @@ from pipeline.algorithms.gla import fgla
 from pipeline.config import load_config
 from pipeline.dsp.mel import mel_from_magnitude, ragged_batch, stft
 from pipeline.io.audio import load
-from pipeline.io.manifest import prepare_pocketsphinx, write_manifest
+from pipeline.io.manifest import write_manifest
 from pipeline.models.inverter import load_invert_model
+from pipeline.recipes.pocketsphinx import prepare_pocketsphinx
 
 
 def sync_time(fn) -> tuple[float, float]:

@@ -28,9 +28,9 @@ from pystoi import stoi
 
 from pipeline.config import load_config
 from pipeline.io.audio import load
-from pipeline.io.manifest import prepare_pocketsphinx
 from pipeline.io.store import Store
 from pipeline.models.inverter import load_invert_model
+from pipeline.recipes.pocketsphinx import prepare_pocketsphinx
 from pipeline.stages.extract import extract
 from pipeline.synthesis import invert_frames, reconstruct
 

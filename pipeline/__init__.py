@@ -9,9 +9,11 @@ Stages (each a plain function; the ``pipeline`` CLI is a thin layer over them)::
 imported on first use, so ``import pipeline`` stays cheap.
 
 Layout: ``stages/`` (the data flow above), ``dsp/`` (mel, STFT, spectral distances),
+``synthesis/`` (inversion and reconstruction of utterances in memory, the route policy),
 ``algorithms/`` (pinv, NNLS, Griffin-Lim family, joint mel inversion), ``models/`` (the
 inverter and DeGLI nets), ``train/`` (one trainer), ``metrics/``, ``parallel/`` (dask, SLURM),
-``io/`` (audio, manifests, store, weights, results), ``presets/`` and ``pretrained/``.
+``io/`` (audio, manifests, store, weights, results), ``recipes/`` (corpus recipes),
+``presets/`` and ``pretrained/``.
 """
 from __future__ import annotations
 

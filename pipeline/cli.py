@@ -163,38 +163,26 @@ def prepare(
     asterisk prompts' texts with festival's diphone voices (real speakers' diphones; needs
     `festival`, the festvox-* packages and asterisk-core-sounds-{en,fr,es}).
     """
-    from pipeline.io.manifest import (
-        FESTIVAL_VOICES,
-        prepare_asterisk,
-        prepare_festival,
-        prepare_kde,
-        prepare_pocketsphinx,
-        speed_perturb,
-    )
+    from pipeline.recipes import RecipeOptions
+    from pipeline.recipes import prepare as run
 
-    if corpus is Corpus.pocketsphinx:
-        path = out if out.suffix == ".jsonl" else out / "pocketsphinx.jsonl"
-        utts = prepare_pocketsphinx(path)
-        console.print(f"{len(utts)} utterances -> {_e(str(path))}")
-    elif corpus in (Corpus.asterisk, Corpus.kde, Corpus.festival):
-        if corpus is Corpus.asterisk:
-            paths = prepare_asterisk(out, languages.split(","))
-        elif corpus is Corpus.kde:
-            paths = prepare_kde(out)
-        else:
-            names = list(FESTIVAL_VOICES) if voices == "all" else voices.split(",")
-            paths = prepare_festival(out, names, per_voice)
-        for name, p in paths.items():
-            console.print(f"{name}: {sum(1 for _ in open(p))} utterances -> {_e(str(p))}")
-        fails = out / "festival-failures.csv"
-        if corpus is Corpus.festival and fails.exists():
-            console.print(f"[red]some prompts could not be said[/]: {_e(str(fails))}")
-            raise typer.Exit(1)
-    elif corpus is Corpus.speed:
-        if manifest is None:
-            raise typer.BadParameter("prepare speed needs --manifest (the corpus to perturb)")
-        p = speed_perturb(manifest, [float(f) for f in factors.split(",")], out)
-        console.print(f"{sum(1 for _ in open(p))} utterances -> {_e(str(p))}")
+    try:
+        opts = RecipeOptions(languages=tuple(languages.split(",")), manifest=manifest,
+                             factors=tuple(float(f) for f in factors.split(",")),
+                             voices=None if voices == "all" else tuple(voices.split(",")),
+                             per_voice=per_voice)
+    except ValueError:
+        raise typer.BadParameter(f"{factors!r} is not a comma-separated list of numbers",
+                                 param_hint="--factors") from None
+    res = run(corpus.value, out, opts)
+    for name, p in res.manifests.items():
+        console.print(f"{name}: {sum(1 for _ in open(p))} utterances -> {_e(str(p))}")
+    if res.failures:
+        console.print(f"[bold red]{len(res.failures)} item(s) could not be taken[/], listed in "
+                      f"{_e(str(res.failures_csv))}:")
+        for f in res.failures[:10]:
+            console.print(f"  {_e(f.id)}: {_e(f.reason)}")
+        raise typer.Exit(1)
 
 
 @command()

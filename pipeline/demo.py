@@ -13,8 +13,8 @@ from pathlib import Path
 
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
-from pipeline.io.manifest import prepare_pocketsphinx
 from pipeline.io.store import Store
+from pipeline.recipes.pocketsphinx import prepare_pocketsphinx
 from pipeline.stages.extract import extract
 from pipeline.stages.phase import phase
 from pipeline.stages.score import score

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from pipeline.config import load_config
-from pipeline.io.manifest import POCKETSPHINX_DIR, read_manifest
+from pipeline.io.manifest import read_manifest
 from pipeline.io.store import Store
+from pipeline.recipes.pocketsphinx import POCKETSPHINX_DIR
 from pipeline.stages.extract import extract
 
 REPO = Path(__file__).resolve().parent.parent

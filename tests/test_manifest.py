@@ -9,14 +9,10 @@ import pytest
 import soundfile as sf
 
 from pipeline.io.audio import load, write_wav
-from pipeline.io.manifest import (
-    ManifestError,
-    asterisk_prompts,
-    manifest_from_folder,
-    prepare_festival,
-    prepare_pocketsphinx,
-    read_manifest,
-)
+from pipeline.io.manifest import ManifestError, manifest_from_folder, read_manifest
+from pipeline.recipes.asterisk import asterisk_prompts
+from pipeline.recipes.festival import prepare_festival
+from pipeline.recipes.pocketsphinx import prepare_pocketsphinx
 
 
 def test_pocketsphinx_recipe_matches_committed_manifest(tmp_path, corpus_manifest):
@@ -76,7 +72,7 @@ def test_festival_recipe_synthesises_resumably(tmp_path):
     prompts become non-silent 16 kHz wavs in the manifests; a rerun synthesises nothing."""
     root = _prompt_lists(tmp_path / "texts", {f"p{i}": f"Please enter the number {i} now."
                                               for i in range(8)})
-    paths = prepare_festival(tmp_path / "out", ["kal"], per_voice=5, texts=root)
+    paths = prepare_festival(tmp_path / "out", ["kal"], per_voice=5, texts=root).manifests
     utts = read_manifest(paths["train"]) + read_manifest(paths["val"])
     assert len(utts) == 5 and len({u.id for u in utts}) == 5
     assert all(u.id.startswith("kal/") and u.sample_rate == 16000 and u.duration > 1.0
@@ -104,7 +100,7 @@ def test_festival_recipe_keeps_what_a_dying_festival_finished(tmp_path, monkeypa
     path = os.environ["PATH"]
     monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{path}")
     root = _prompt_lists(tmp_path / "texts", {f"p{i}": f"Number {i}." for i in range(4)})
-    paths = prepare_festival(tmp_path / "out", ["kal"], per_voice=4, texts=root)
+    paths = prepare_festival(tmp_path / "out", ["kal"], per_voice=4, texts=root).manifests
     kept = read_manifest(paths["train"]) + read_manifest(paths["val"])
     assert len(kept) == 1
     rows = (tmp_path / "out" / "festival-failures.csv").read_text().splitlines()
@@ -112,6 +108,29 @@ def test_festival_recipe_keeps_what_a_dying_festival_finished(tmp_path, monkeypa
                                   for r in rows[1:])
     assert not list((tmp_path / "out").rglob("*.tmp.wav"))
     monkeypatch.setenv("PATH", path)                 # the real festival finishes the rest
-    paths = prepare_festival(tmp_path / "out", ["kal"], per_voice=4, texts=root)
+    paths = prepare_festival(tmp_path / "out", ["kal"], per_voice=4, texts=root).manifests
     assert len(read_manifest(paths["train"]) + read_manifest(paths["val"])) == 4
     assert not (tmp_path / "out" / "festival-failures.csv").exists()
+
+
+def test_recipe_failures_are_reported_not_dropped(tmp_path, wav_corpus):
+    """A recipe's unreadable items go to its failures CSV and `prepare` exits 1 (two recipes
+    used to drop them); the readable ones are in the manifest."""
+    import json
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF not really")
+    m = tmp_path / "m.jsonl"
+    m.write_text(json.dumps({"id": "good", "path": wav_corpus[0].path}) + "\n"
+                 + json.dumps({"id": "bad", "path": str(bad)}) + "\n")
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "prepare", "speed", "--manifest",
+                        str(m), "--factors", "1.1", "--out", str(tmp_path / "sp")],
+                       capture_output=True, text=True)
+    assert r.returncode == 1, r.stderr
+    assert "bad_sp1.1" in r.stderr and "Traceback" not in r.stderr
+    assert [u.id for u in read_manifest(tmp_path / "sp" / "speed.jsonl")] == ["good_sp1.1"]
+    rows = (tmp_path / "sp" / "speed-failures.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith("bad_sp1.1,")
+
