@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO   ?= demo-out
 
-.PHONY: demo test test-fast lint types setup system test-system bench train-weights clean
+.PHONY: demo test test-unit test-fast lint types setup system test-system bench train-weights clean
 
 setup: system $(STAMP)
 
@@ -28,6 +28,11 @@ demo: setup
 # Everything CI runs: lint, types, the whole test suite.
 test: setup test-system lint types
 	$(PY) -m pytest -q
+
+# The unit tier: synthetic maths and plumbing checks, on a machine without the Debian packages
+# (Python packages only; seconds).
+test-unit: $(STAMP)
+	$(PY) -m pytest -q -m unit
 
 # The inner loop: the tests not marked slow (< 60 s on 2 cores).
 test-fast: setup test-system

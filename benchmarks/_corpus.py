@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import AudioConfig
-from pipeline.dsp.mel import ragged_batch, stft
+from pipeline.dsp.mel import utterance_features
 from pipeline.io.audio import load
 from pipeline.io.manifest import Utterance
 from pipeline.recipes.pocketsphinx import prepare_pocketsphinx
@@ -15,9 +15,7 @@ from pipeline.recipes.pocketsphinx import prepare_pocketsphinx
 def true_magnitudes(cfg: AudioConfig):
     """(waveforms, per-utterance true magnitudes [T, F], lengths, seconds of audio)."""
     ys = [load(u.path, cfg.sample_rate) for u in prepare_pocketsphinx()]
-    batch, n = ragged_batch(ys, cfg)
-    full = stft(batch, cfg, padded=True).abs().transpose(1, 2).numpy()
-    mags = [np.ascontiguousarray(full[i, :k]) for i, k in enumerate(n)]
+    mags = utterance_features(ys, cfg)[0]
     return ys, mags, [len(y) for y in ys], sum(len(y) for y in ys) / cfg.sample_rate
 
 

@@ -33,3 +33,16 @@ def nuwave_lsd(x, y):
                          pad_mode="reflect")
         return np.log10(np.maximum(np.abs(s) ** 2, 1e-8))
     return np.mean(np.sqrt(np.mean((logpow(x) - logpow(y)) ** 2, axis=0)))
+
+
+def lsd_db_reference(x, y, sample_rate):
+    """The README's ``lsd_db``, via librosa: STFT 512/128 at 16 kHz (1024/256 above), Hann,
+    centred frames zero-padded, mean over frames of the RMS over bins of
+    ``10 log10(P_ref / P_est)``, powers floored at 1e-10."""
+    n_fft = 1024 if sample_rate > 16000 else 512
+
+    def logpow(z):
+        s = librosa.stft(z, n_fft=n_fft, hop_length=n_fft // 4, window="hann", center=True,
+                         pad_mode="constant")
+        return 10 * np.log10(np.maximum(np.abs(s) ** 2, 1e-10))
+    return np.mean(np.sqrt(np.mean((logpow(x) - logpow(y)) ** 2, axis=0)))

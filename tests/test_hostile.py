@@ -81,6 +81,7 @@ def test_truncated_zarr_chunk_is_reported(tmp_path, store80):
     assert res.done == 14 - len(bad)           # the other shards are inverted
 
 
+@pytest.mark.unit
 def test_weights_bad_checksum_and_pickle(tmp_path):
     from pipeline.config import AudioConfig
     from pipeline.models.inverter import PInvConvSkip
@@ -113,6 +114,7 @@ def test_weights_bad_checksum_and_pickle(tmp_path):
         load_invert_model(tmp_path / "nope.pt", cfg)   # a typo: said as such, not "card missing"
 
 
+@pytest.mark.unit
 def test_shared_model_is_loaded_once_and_again_when_replaced(tmp_path):
     """Shard tasks reuse the inverter a process loaded (each loaded it again: 67 ms a shard);
     weights re-exported to the same path are loaded anew, a missing file still says so."""

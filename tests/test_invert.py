@@ -133,6 +133,7 @@ def test_store_opened_for_reading_is_read_only(tmp_path, store80):
     assert not store.is_complete(name, "mag") and store.is_complete(name, "extract")
 
 
+@pytest.mark.unit
 def test_lobe_fit_finds_the_harmonics_of_a_voiced_frame():
     """Maths of the lobe fit (synthetic frame): a harmonic comb at 137 Hz (Hann lobes, a
     falling envelope) seen only through its 80 mels: refining an estimate that knows nothing
@@ -155,6 +156,7 @@ def test_lobe_fit_finds_the_harmonics_of_a_voiced_frame():
         assert lo[p] > 1.5 * lo[p + 4] and lo[p] > 1.5 * lo[p - 3]
 
 
+@pytest.mark.unit
 def test_bad_low_band_shapes_are_refused_in_words():
     """``--lowband-*`` values that would build a net whose output misses frames or bins."""
     from pipeline.errors import UsageError
@@ -168,6 +170,7 @@ def test_bad_low_band_shapes_are_refused_in_words():
             PInvConvSkip(cfg, ModelConfig(**{"lowband": 8, **bad}))
 
 
+@pytest.mark.unit
 def test_unknown_refinement_is_refused():
     from pipeline.errors import UsageError
     from pipeline.models.inverter import ModelConfig, PInvConvSkip
@@ -175,6 +178,7 @@ def test_unknown_refinement_is_refused():
         PInvConvSkip(load_config("mel80-16k"), ModelConfig(refine="sharpen"))
 
 
+@pytest.mark.unit
 def test_lobe_refinement_refuses_a_config_without_low_bands():
     from dataclasses import replace
 
@@ -185,6 +189,7 @@ def test_lobe_refinement_refuses_a_config_without_low_bands():
         refine_low_band(torch.ones(1, 3, cfg.n_freq), torch.zeros(1, 3, cfg.n_mels), cfg)
 
 
+@pytest.mark.unit
 def test_bound_passes_gradient_to_the_net_only_in_training():
     """The mel bound caps the net's output. In training, where the net exceeds the cap, the
     gradient that would lower the output passes (so an overshoot can be learned away, issue

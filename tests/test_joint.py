@@ -5,7 +5,7 @@ import torch
 
 from pipeline.algorithms.joint import BandProducts, MelTarget, project_mel
 from pipeline.config import load_config, preset_names
-from pipeline.dsp.mel import compress, filterbank, ragged_batch, stft
+from pipeline.dsp.mel import utterance_features
 from pipeline.dsp.spectral import spectral_convergence
 from pipeline.io.audio import load
 from pipeline.metrics.registry import pesq_wb
@@ -15,14 +15,7 @@ from pipeline.synthesis import invert_frames, reconstruct
 PRESETS = ["espnet-22k", "hifigan-22k", "librosa-22k", "mel250-16k", "mel80-16k", "torchaudio-16k"]
 
 
-def features(ys, cfg):
-    """True magnitudes and compressed mels ``[T, F]`` / ``[T, M]`` of each waveform."""
-    batch, n = ragged_batch(ys, cfg)
-    spec = stft(batch, cfg, padded=True).abs()
-    p = spec if cfg.power == 1 else spec ** 2
-    mel = compress(filterbank(cfg) @ p, cfg)
-    return ([spec[i, :, :k].T.contiguous().numpy() for i, k in enumerate(n)],
-            [mel[i, :, :k].T.contiguous().numpy() for i, k in enumerate(n)])
+features = utterance_features   # true magnitudes and compressed mels of each waveform
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +23,7 @@ def speech16(wav_corpus):
     return [load(u.path, 16000) for u in wav_corpus[:3]]
 
 
+@pytest.mark.unit
 def test_presets_list_is_complete():
     assert sorted(preset_names()) == PRESETS
 

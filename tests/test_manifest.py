@@ -25,6 +25,7 @@ def test_pocketsphinx_recipe_matches_committed_manifest(tmp_path, corpus_manifes
     assert len(raw) == 4 and all(u.sample_rate == 16000 for u in raw)
 
 
+@pytest.mark.unit
 def test_manifest_ids_are_relative_paths(tmp_path):
     (tmp_path / "a b" / "ü").mkdir(parents=True)
     sf.write(tmp_path / "a b" / "ü" / "x 1.wav", np.zeros(1600, np.float32) + 0.1, 16000)
@@ -36,6 +37,7 @@ def test_manifest_ids_are_relative_paths(tmp_path):
     assert not fails
 
 
+@pytest.mark.unit
 def test_read_manifest_errors_name_the_line(tmp_path):
     p = tmp_path / "m.jsonl"
     p.write_text('{"id": "a", "path": "/x.wav"}\nnot json\n')
@@ -54,6 +56,7 @@ def _prompt_lists(root, prompts: dict[str, str]):
     return root
 
 
+@pytest.mark.unit
 def test_asterisk_prompts_fold_to_ascii_and_drop_tones(tmp_path):
     root = _prompt_lists(tmp_path, {"beep": "[this is a simple beep tone]",
                                     "silence/1": "1 second of silence",

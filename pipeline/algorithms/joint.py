@@ -107,11 +107,9 @@ class BandProducts:
     A mel band covers a contiguous run of bins and each bin lies in at most two bands, so
     ``A`` is banded: cut into 4 groups of bands of equal bin coverage, the blocks hold about
     a quarter of the dense matrix. Dense matmuls of 256 frames x 513 bins x 80 bands already
-    run near the core's peak, so the saving is smaller than the area: about 30 % of the
-    3-step projection (``benchmarks/checks/band_products.py``), and 60 mel-projected
-    iterations over the test corpus from the pseudo-inverse 1.85 -> 1.55 s (one thread,
-    BENCHMARKS.md). On other devices, and for
-    filterbanks that are not banded, the dense products run."""
+    run near the core's peak, so the saving is smaller than the area
+    (``benchmarks/checks/band_products.py``; BENCHMARKS.md, joint mel inversion). On other
+    devices, and for filterbanks that are not banded, the dense products run."""
     AT: torch.Tensor                                           # [F, M]
     An: torch.Tensor                                           # [M, F]
     fwd: tuple[Block, ...] = ()     # bins f0:f1 -> bands m0:m1, AT[f0:f1, m0:m1]
@@ -179,9 +177,8 @@ def project_mel(mag: torch.Tensor, target: MelTarget, kind: str = "multiplicativ
     ``affine``: one Euclidean projection ``P + A^+ (m - A P)``, then clipped at 0 (``pinv``:
     ``A^+`` ``[F, M]``). ``multiplicative``: ``steps`` rescalings of each bin by its bands'
     ratio (bins no band sees keep ``target.start``); one step leaves the mel off target where
-    bands overlap, and the steps converge towards it: on the tuning set (English asterisk
-    prompts, NNLS start, 100 iterations) 1 / 2 / 3 / 5 steps gave PESQ 3.45 / 3.62 / 3.66 /
-    3.68 (BENCHMARKS.md)."""
+    bands overlap, and the steps converge towards it (3 is the default: the curve flattens
+    there)."""
     P = mag if target.power == 1 else mag * mag
     if kind == "affine":
         AP = torch.matmul(P, target.A.T)                     # [B, T, M]
@@ -201,8 +198,8 @@ def project_mel(mag: torch.Tensor, target: MelTarget, kind: str = "multiplicativ
     if unseen is not None:
         # bins no band sees (above fmax, DC): the mel says nothing there, so they keep the
         # magnitude invert gave them (or, without one, the magnitude they came with); left
-        # free, consistency fills them with the spill of their neighbours (hifigan-22k,
-        # 8-11 kHz: PESQ 3.69 fixed -> 3.52 joint, NNLS start)
+        # free, consistency fills them with the spill of their neighbours (worse speech
+        # above hifigan-22k's fmax)
         keep = mag if target.start is None else target.start
         out = (out.clone() if out is mag else out).index_copy_(-1, unseen,
                                                                 keep.index_select(-1, unseen))

@@ -198,3 +198,16 @@ def pad_batch(arrays: list[np.ndarray], axis: int = -1, value: float = 0.0) -> n
         widths[axis] = (0, longest - a.shape[axis])
         out.append(np.pad(a, widths, constant_values=value))
     return np.stack(out)
+
+
+def utterance_features(waves: list[np.ndarray], cfg: AudioConfig
+                       ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Ragged waveforms -> per utterance the true STFT magnitude ``[T_i, F]`` and the
+    compressed mel ``[T_i, M]`` (float32), computed in one batch: what ``extract`` stores."""
+    batch, n_frames = ragged_batch(waves, cfg)
+    with torch.inference_mode():
+        mag = stft(batch, cfg, padded=True).abs()            # [B, F, T]
+        mel = mel_from_magnitude(mag, cfg)                    # [B, M, T]
+    return ([np.ascontiguousarray(mag[i, :, :n].T.numpy()) for i, n in enumerate(n_frames)],
+            [np.ascontiguousarray(mel[i, :, :n].T.numpy()) for i, n in enumerate(n_frames)])
+

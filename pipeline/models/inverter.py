@@ -84,15 +84,11 @@ class _CapDown(torch.autograd.Function):
     """``min(out, bound)`` whose gradient, where ``out`` exceeds the bound, still passes when
     it would lower ``out`` (training only; same values as the hard minimum).
 
-    A hard minimum passes no gradient where the net exceeds the bound, and a net that
-    overshot there early stayed stuck: hifigan-22k's bins 7-12 (150-260 Hz, where the bound
-    is ~1.7x the truth) sat at the bound in 96 % of frames, validation SC 0.65 after 16
-    epochs against 0.25 untrained. Passing every gradient (straight through) ran away
-    instead: where float rounding puts the truth a hair above the bound (2.5 % of the
-    frame-bins of mel250-16k, whose narrow bands make the bound tight), the L1 gradient
-    pushes the output up by the same amount at every step however far above it is; the
-    net diverged (validation loss 0.70 -> 2.46 in 6 epochs). The upward half is what a
-    capped output cannot use, so only that half is blocked."""
+    A hard minimum passes no gradient where the net exceeds the bound, so a net that
+    overshoots there early stays stuck at the cap. Passing every gradient (straight through)
+    runs away instead: where float rounding puts the truth a hair above the bound, the L1
+    gradient pushes the output up by the same amount at every step however far above it is.
+    The upward half is what a capped output cannot use, so only that half is blocked."""
 
     @staticmethod
     def forward(ctx, out: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:

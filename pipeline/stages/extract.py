@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from pipeline.config import AudioConfig
-from pipeline.dsp.mel import mel_from_magnitude, ragged_batch, stft
+from pipeline.dsp.mel import utterance_features
 from pipeline.io.audio import AudioError, load
 from pipeline.io.manifest import Utterance, resolve_inputs
 from pipeline.io.results import Failure, StageResult, check_writable
@@ -45,14 +45,9 @@ def plan_shards(utts: list[Utterance], shard_seconds: float = DEFAULT_SHARD_SECO
 def compute_features(waves: list[np.ndarray], cfg: AudioConfig, with_mag: bool
                      ) -> tuple[np.ndarray, np.ndarray | None, list[int]]:
     """Batched STFT of ragged waveforms -> concatenated ``[frames, n_mels]`` (and magnitudes)."""
-    batch, n_frames = ragged_batch(waves, cfg)
-    with torch.inference_mode():
-        mag = stft(batch, cfg, padded=True).abs()            # [B, F, T]
-        mel = mel_from_magnitude(mag, cfg)                    # [B, M, T]
-    mel_cat = np.concatenate([mel[i, :, :n].T.numpy() for i, n in enumerate(n_frames)])
-    mag_cat = (np.concatenate([mag[i, :, :n].T.numpy() for i, n in enumerate(n_frames)])
-               if with_mag else None)
-    return mel_cat, mag_cat, n_frames
+    mags, mels = utterance_features(waves, cfg)
+    return (np.concatenate(mels), np.concatenate(mags) if with_mag else None,
+            [m.shape[0] for m in mels])
 
 
 def extract_shard(store_path: str, index: int, items: list[dict], cfg_dict: dict,
