@@ -5,6 +5,7 @@ failed (the failures CSV says which and why) or 2 for a usage error.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -23,6 +24,19 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
                   help="Speech reconstruction from mel spectrograms, at corpus scale.\n\n"
                        "audio --extract--> store.zarr (mel) --invert--> (mag) --phase--> wavs "
                        "--score--> report.csv")
+def _version(value: bool) -> None:
+    if value:
+        from pipeline import __version__
+        print(f"pipeline {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")) -> None:
+    """Speech reconstruction from mel spectrograms, at corpus scale."""
+
+
 train_app = typer.Typer(no_args_is_help=True, help="Train the learned models.")
 app.add_typer(train_app, name="train")
 cluster_app = typer.Typer(no_args_is_help=True, help="SLURM cluster profiles (dask-jobqueue).")
@@ -89,9 +103,23 @@ def command(group: typer.Typer = app, name: str | None = None):
             try:
                 return fn(*args, **kwargs)
             except PipelineError as exc:
-                _fail(str(exc))
+                _fail(str(exc), getattr(exc, "exit_code", 2))
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                _fail(f"no space left on device: {exc.filename or 'the output'}; free some space "
+                      "and re-run the same command (finished work is kept)", 3)
         return group.command(name)(run)
     return deco
+
+
+def _warn_clipped(res) -> None:
+    """One warning line for outputs that clipped (their rows are in the run's report)."""
+    if res.clipped:
+        names = ", ".join(res.clipped[:3]) + (", ..." if len(res.clipped) > 3 else "")
+        console.print(f"[yellow]warning:[/] {len(res.clipped)} output(s) clipped (over 0.1 % of "
+                      f"samples beyond full scale: {_e(names)}); levels per item in "
+                      f"{_e(str(res.report))}; --peak -1 scales each output to -1 dBFS")
 
 
 def _report(res, what: str) -> None:
@@ -99,6 +127,7 @@ def _report(res, what: str) -> None:
     console.print(f"[green]{what}[/]: {res.done} utterance{'' if res.done == 1 else 's'} in "
                   f"{res.seconds:.1f} s{rate}; "
                   f"{res.skipped_shards} shard(s) already complete -> {_e(str(res.store))}")
+    _warn_clipped(res)
     if res.failures:
         console.print(f"[bold red]{len(res.failures)} item(s) failed[/], listed in {_e(str(res.failures_csv))}:")
         for f in res.failures[:10]:
@@ -121,16 +150,17 @@ def _momentum(value: float) -> float:
 
 @command()
 def manifest(
-    folder: Path = typer.Argument(..., help="Folder searched recursively for audio files."),
+    source: Path = typer.Argument(..., metavar="INPUT", help="A folder (searched recursively "
+                                  "for audio files), a Kaldi wav.scp (with its segments file), "
+                                  "or a lhotse RecordingSet / CutSet (.jsonl.gz)."),
     out: Path = typer.Option(None, "--out", "-o", help="Manifest to write (JSONL); default stdout."),
 ) -> None:
-    """Write a JSONL manifest (id, path, sample_rate, channels, num_samples, duration) of a folder."""
-    from pipeline.io.manifest import manifest_from_folder, write_manifest
+    """Write a JSONL manifest (id, path, sample_rate, channels, num_samples, duration)."""
+    from pipeline.io.manifest import resolve_inputs, write_manifest
 
-    utts, fails = manifest_from_folder(folder)
+    utts, fails = resolve_inputs([source])
     if out:
-        write_manifest(utts, out, [folder])
-    if out:
+        write_manifest(utts, out, [source])
         console.print(f"{len(utts)} utterances, {sum(u.duration or 0.0 for u in utts):.1f} s -> {_e(str(out))}")
     else:
         for u in utts:
@@ -143,7 +173,7 @@ def manifest(
 
 @command()
 def prepare(
-    corpus: Corpus = typer.Argument(..., help="pocketsphinx (test/demo corpus); asterisk, kde or "
+    corpus: Corpus = typer.Argument(..., metavar="CORPUS", help="pocketsphinx (test/demo corpus); asterisk, kde or "
                                  "festival (training: asterisk G.722 prompts; klettres + ktuberling "
                                  "words; festival diphone voices reading the asterisk prompts); "
                                  "or speed (perturbed copies of --manifest)."),
@@ -187,7 +217,7 @@ def prepare(
 
 @command()
 def extract(
-    inputs: List[Path] = typer.Argument(..., help="A folder, a .jsonl manifest, or audio files."),
+    inputs: List[Path] = typer.Argument(..., metavar="INPUT...", help="A folder, a .jsonl manifest, a Kaldi wav.scp (+ segments), a lhotse RecordingSet/CutSet (.jsonl.gz), or audio files."),
     out: Path = typer.Option(..., "--out", "-o", help="The zarr store to write (STORE.zarr)."),
     config: ConfigName = "mel80-16k",
     with_mag: bool = typer.Option(False, "--with-mag", help="Also store true STFT magnitudes "
@@ -224,13 +254,36 @@ Profile = Annotated[Optional[str], typer.Option(help="Cluster profile (configs/c
                                                 "or a TOML file).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 DeviceOpt = Annotated[Device, typer.Option(help="auto picks CUDA when available.")]
+class Format(str, Enum):
+    wav = "wav"
+    flac = "flac"
+
+
+class Subtype(str, Enum):
+    PCM_16 = "PCM_16"
+    PCM_24 = "PCM_24"
+    FLOAT = "FLOAT"
+
+
+FormatOpt = Annotated[Format, typer.Option("--format", help="Output audio: wav, or flac "
+                                           "(lossless, about half the size).")]
+SubtypeOpt = Annotated[Subtype, typer.Option("--subtype", help="Sample type: PCM_16, PCM_24, "
+                                             "or FLOAT (wav only; keeps samples beyond full "
+                                             "scale).")]
+Peak = Annotated[Optional[float], typer.Option("--peak", help="Scale each output so that its "
+                                               "peak sits at this many dBFS (e.g. -1), as "
+                                               "Griffin-Lim tools' normalise options do. "
+                                               "Default: the reconstruction's own level; "
+                                               "samples beyond full scale are clipped and "
+                                               "reported (the run's report, a warning).",
+                                               max=0.0)]
 ConfigName = Annotated[str, typer.Option("--config", "-c", help="Preset name (configs/NAME.toml) "
                                          "or a TOML file.")]
 
 
 @command()
 def invert(
-    store: Path = typer.Argument(..., help="Store written by `pipeline extract`."),
+    store: Path = typer.Argument(..., metavar="STORE", help="Store written by `pipeline extract`."),
     method: Method = typer.Option(Method.pinv, "--method", "-m",
                                help="pinv (pseudo-inverse), nnls (non-negative least squares), "
                                     "or model (PInv + conv autoencoder, shipped weights). pinv "
@@ -260,7 +313,7 @@ def invert(
 
 @command()
 def phase(
-    store: Path = typer.Argument(..., help="Store from `pipeline extract` (and, if run, "
+    store: Path = typer.Argument(..., metavar="STORE", help="Store from `pipeline extract` (and, if run, "
                                  "`pipeline invert`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for <utterance id>.wav files."),
     algo: Algo = typer.Option(Algo.fgla, "--algo", "-a", help="gla, fgla (momentum 0.99), admm "
@@ -305,6 +358,9 @@ def phase(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the wavs of an earlier "
                                    "run with other settings (only this store's <id>.wav files, "
                                    "failures.csv and the run record are removed)."),
+    peak: Peak = None,
+    audio_format: FormatOpt = Format.wav,
+    subtype: SubtypeOpt = Subtype.PCM_16,
 ) -> None:
     """Magnitude -> waveform, one wav per utterance. Resumable.
 
@@ -316,14 +372,15 @@ def phase(
               workers=workers, batch_frames=batch_frames, seed=seed, cluster=cluster.value,
               profile=profile, progress=not quiet, project=project.value, overwrite=overwrite,
               momentum=momentum, weights=weights, warmup=warmup, method=method.value,
-              invert_weights=invert_weights)
+              invert_weights=invert_weights, peak_dbfs=peak, audio_format=audio_format.value,
+              subtype=subtype.value)
     _report(res, f"reconstructed ({algo.value}{f', {iters} iterations' if iters is not None else ''}, "
                  f"--project {project.value})")
 
 
 @command()
 def run(
-    inputs: List[Path] = typer.Argument(..., help="A folder, a .jsonl manifest, or audio files."),
+    inputs: List[Path] = typer.Argument(..., metavar="INPUT...", help="A folder, a .jsonl manifest, a Kaldi wav.scp (+ segments), a lhotse RecordingSet/CutSet (.jsonl.gz), or audio files."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for mels.zarr, wav/ and "
                              "(with --score) report.csv."),
     config: ConfigName = "mel80-16k",
@@ -349,6 +406,9 @@ def run(
     quiet: Quiet = False,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace what an earlier run "
                                    "with other settings left in --out."),
+    peak: Peak = None,
+    audio_format: FormatOpt = Format.wav,
+    subtype: SubtypeOpt = Subtype.PCM_16,
 ) -> None:
     """Audio -> mels -> waveforms [-> scores] in one process and one cluster. Resumable.
 
@@ -363,10 +423,12 @@ def run(
                      keep_mag=keep_mag, score=score,
                      metrics=metrics.split(",") if metrics else None, workers=workers,
                      cluster=cluster.value, profile=profile, device=device.value,
-                     progress=not quiet, overwrite=overwrite)
+                     progress=not quiet, overwrite=overwrite, peak_dbfs=peak,
+                     audio_format=audio_format.value, subtype=subtype.value)
     for name, r in res.stages.items():
         console.print(f"[green]{name}[/]: {r.done} utterance(s) in {r.seconds:.1f} s; "
                       f"{r.skipped_shards} shard(s) already complete")
+        _warn_clipped(r)
         if r.failures:
             console.print(f"  [bold red]{len(r.failures)} item(s) failed[/], listed in "
                           f"{_e(str(r.failures_csv))}")
@@ -397,14 +459,19 @@ def score(
     workers: Workers = 1,
     cluster: ClusterOpt = Cluster.local,
     profile: Profile = None,
-    plot: bool = typer.Option(False, help="Also write PNGs: histograms, best/worst spectrograms."),
+    plot: bool = typer.Option(False, "--plot/--no-plot", help="Also write PNGs: histograms, "
+                              "best/worst spectrograms."),
+    align: bool = typer.Option(False, "--align/--no-align", help="Shift a hypothesis that is "
+                               "late or early against its reference (found by cross-correlation, "
+                               "reported in the lag_ms column) into place before scoring; "
+                               "without it such items are flagged and get no scores."),
     quiet: Quiet = False,
 ) -> None:
     """Objective metrics per utterance (CSV), a summary CSV and a Markdown table."""
     from pipeline.stages.score import score as run
 
     res = run(hyp, out, ref, metrics.split(",") if metrics else None, workers=workers,
-              cluster=cluster.value, profile=profile, progress=not quiet, plot=plot)
+              cluster=cluster.value, profile=profile, progress=not quiet, plot=plot, align=align)
     print(res.markdown)
     console.print(f"{len(res.rows)} utterances scored in {res.seconds:.1f} s -> {_e(str(res.csv))}, "
                   f"{_e(str(res.summary_csv))}" + (f", {len(res.plots)} plots" if res.plots else ""))
@@ -412,6 +479,9 @@ def score(
         console.print(f"[bold red]{res.failures} utterance(s) have NaN metrics[/]; "
                       f"see the error column of {_e(str(res.csv))}")
         raise typer.Exit(1)
+
+
+LOG_UNITS = {"ln": "nepers", "log10": "decades", "db": "dB", "none": "linear mel units"}
 
 
 class MelScale(str, Enum):
@@ -442,7 +512,7 @@ def _convention(preset: str, **overrides):
 
 @command()
 def vocode(
-    mels: Path = typer.Argument(..., help="A folder of mel files (.npy/.npz/.pt) or one file."),
+    mels: Path = typer.Argument(..., metavar="MELS", help="Mels: a folder of .npy/.npz/.pt/.h5 files (HiFi-GAN, FastSpeech, Matcha; ParallelWaveGAN dumps), one such file, a feats.scp (ESPnet2's npy paths, or Kaldi ark offsets), or a bare .ark (Kaldi)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for <id>.wav and vocode-report.csv."),
     preset: str = typer.Option("hifigan-22k", help="Mel convention: a configs/ name or TOML path."),
     method: Method = typer.Option(Method.pinv, help="pinv, nnls or model (the start of the phase "
@@ -473,6 +543,14 @@ def vocode(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the wavs of an earlier "
                                    "run with other settings (only the <id>.wav files of these "
                                    "mels, failures.csv and the run record are removed)."),
+    stats: Optional[Path] = typer.Option(None, "--stats", help="Normalisation statistics of "
+                                         "normalised features, to denormalise them: ESPnet's "
+                                         "feats_stats.npz (count, sum, sum_square), or a .npy "
+                                         "of two rows, mean and scale (ParallelWaveGAN). Mels "
+                                         "that look normalised are refused without it."),
+    peak: Peak = None,
+    audio_format: FormatOpt = Format.wav,
+    subtype: SubtypeOpt = Subtype.PCM_16,
 ) -> None:
     """TTS mels -> wavs (invert + phase), with a round-trip mel check in the report. Resumable.
 
@@ -484,12 +562,15 @@ def vocode(
                       norm=norm, center=center)
     res = run(mels, out, cfg, method=method.value, weights=weights, algo=algo.value, n_iter=iters,
               device=device.value, workers=workers, progress=not quiet, project=project.value,
-              overwrite=overwrite)
+              overwrite=overwrite, stats=stats, peak_dbfs=peak, audio_format=audio_format.value,
+              subtype=subtype.value)
     console.print(f"[green]vocoded[/] {res.done} file(s) ({res.audio_seconds:.1f} s of audio) in "
                   f"{res.seconds:.1f} s, {res.skipped} already done -> {_e(str(res.store))}")
     if res.report:
         console.print(f"round trip: mean |mel(out) - mel(in)| = {res.mel_l1_mean:.3f} "
-                      f"({cfg.log} units); per file in {_e(str(res.report))}")
+                      f"({LOG_UNITS[cfg.log]}, from the files as written); per file in "
+                      f"{_e(str(res.report))}")
+    _warn_clipped(res)
     if res.failures:
         console.print(f"[bold red]{len(res.failures)} file(s) failed[/], listed in {_e(str(res.failures_csv))}:")
         for f in res.failures[:10]:
@@ -499,7 +580,7 @@ def vocode(
 
 @command()
 def predict(
-    audio: Path = typer.Argument(..., help="An audio file."),
+    audio: Path = typer.Argument(..., metavar="AUDIO", help="An audio file."),
     out: Path = typer.Option(Path("predict-out"), "--out", "-o", help="Output folder."),
     config: str = typer.Option("mel80-16k", "--config", "-c", help="Mel convention."),
     method: Method = typer.Option(Method.pinv, help="pinv, nnls or model."),
@@ -509,13 +590,17 @@ def predict(
                                         "100 with the magnitude fixed)."),
     project: Project = typer.Option(Project.auto, "--project", help="mel (joint mel inversion), mag or auto."),
     device: DeviceOpt = Device.auto,
+    peak: Peak = None,
+    audio_format: FormatOpt = Format.wav,
+    subtype: SubtypeOpt = Subtype.PCM_16,
 ) -> None:
     """One file: audio -> mel -> reconstruction. Writes the wav, a spectrogram PNG and PESQ/STOI JSON."""
     from pipeline.config import load_config
     from pipeline.stages.predict import predict as run
 
     res = run(audio, out, load_config(config), method=method.value, weights=weights,
-              algo=algo.value, n_iter=iters, device=device.value, project=project.value)
+              algo=algo.value, n_iter=iters, device=device.value, project=project.value,
+              peak_dbfs=peak, audio_format=audio_format.value, subtype=subtype.value)
     print(json.dumps(res, indent=1))
 
 
@@ -634,7 +719,7 @@ def train_invert(
 
 
 @command()
-def info(store: Path = typer.Argument(..., help="A store written by `pipeline extract`.")) -> None:
+def info(store: Path = typer.Argument(..., metavar="STORE", help="A store written by `pipeline extract`.")) -> None:
     """Summarise a store: config, utterances, arrays and completion of each stage."""
     from pipeline.io.store import Store, summary
 
@@ -666,6 +751,13 @@ def cluster_script(
 
 def main() -> None:
     """The ``pipeline`` command (console script and ``python -m pipeline.cli``)."""
+    import warnings
+
+    # torch's and librosa's advice to developers (deprecations, empty mel filters of a preset
+    # the user chose) is not for the command's user: a run's problems are reported in words
+    for module in ("torch", "librosa", "pysptk", "speechmos"):
+        warnings.filterwarnings("ignore", category=UserWarning, module=module)
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
     try:
         app()
     except SystemExit as exc:

@@ -180,7 +180,7 @@ def test_phase_source_mag_without_mag_says_run_invert(tmp_path, store80):
     import shutil
     s = tmp_path / "s.zarr"
     shutil.copytree(store80, s)
-    with pytest.raises(ValueError, match="run `pipeline invert` first"):
+    with pytest.raises(ValueError, match="run `pipeline invert` on it"):
         phase(s, tmp_path / "w", source="mag", progress=False)
     store = Store(s, "r+")
     store.shard_group(store.shard_names()[0]).attrs["mag"] = {"complete": False}

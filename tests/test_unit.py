@@ -149,3 +149,19 @@ def test_single_file_outputs_replace_only_their_own_kind(tmp_path):
         claim_file(rec, [rec.parent], check, "report")
     with pytest.raises(OutputError, match="one of the inputs"):
         claim_file(tmp_path / "in" / "new.wav", [rec.parent], check, "report")
+
+
+def test_long_utterances_are_framed_in_chunks_to_the_same_features(monkeypatch):
+    """A long utterance's features, computed in frame chunks (memory flat in its length), are
+    those of one STFT over it, bit for bit, for each preset's framing."""
+    import pipeline.dsp.mel as mel_module
+
+    ys = [np.concatenate(chirps(4, 3)), chirps(5, 1)[0]]
+    for preset in ("mel80-16k", "hifigan-22k", "torchaudio-16k"):
+        cfg = load_config(preset)
+        monkeypatch.setattr(mel_module, "FEATURE_CHUNK_FRAMES", 37)
+        chunked = utterance_features(ys, cfg)
+        monkeypatch.setattr(mel_module, "FEATURE_CHUNK_FRAMES", 10 ** 9)
+        whole = utterance_features(ys, cfg)
+        for a, b in zip([*chunked[0], *chunked[1]], [*whole[0], *whole[1]]):
+            np.testing.assert_array_equal(a, b)

@@ -1,4 +1,5 @@
-"""Peak RSS of the stages on one long recording (the test corpus tiled to MINUTES).
+"""Peak RSS of the stages on one long recording (the test corpus tiled to MINUTES), score
+with its default metrics included.
 
     .venv/bin/python benchmarks/checks/long_items.py --minutes 20 60 --iters 20
 
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def peak(args: list[str]) -> tuple[float, float]:
@@ -55,7 +56,9 @@ def main() -> None:
                                ("phase_mel", ["phase", str(store), "--out", f"{tmp}/w1",
                                               "--iters", str(a.iters)]),
                                ("phase_mag", ["phase", str(store), "--out", f"{tmp}/w2",
-                                              "--iters", str(a.iters), "--project", "mag"])):
+                                              "--iters", str(a.iters), "--project", "mag"]),
+                               ("score", ["score", "--ref", str(src), "--hyp", f"{tmp}/w1",
+                                          "--out", f"{tmp}/report.csv"])):
                 s, mb = peak(args)
                 row[name] = {"seconds": round(s, 1), "peak_rss_mb": round(mb)}
             print(json.dumps(row), flush=True)

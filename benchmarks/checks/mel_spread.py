@@ -16,7 +16,7 @@ from pipeline.dsp.mel import mel_spectrogram
 from pipeline.io.audio import load
 from pipeline.io.manifest import read_manifest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def main() -> None:

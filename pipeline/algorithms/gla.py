@@ -13,6 +13,7 @@ import torch
 
 from pipeline.config import AudioConfig
 from pipeline.dsp.stft import FramePair
+from pipeline.parallel.batching import tick
 
 EPS = 1e-12
 
@@ -85,6 +86,7 @@ def iterate(spec: torch.Tensor, mag: torch.Tensor, pair: FramePair, n_iter: int,
     frames = spec.new_empty(*spec.shape[:2], pair.n_fft, dtype=mag.dtype)
     free: torch.Tensor | None = None     # a signal buffer the next ISTFT may overwrite
     for _ in range(n_iter):
+        tick()
         x = pair.istft(spec, out=free)
         if prev is not None and alpha:
             y = torch.add(x, prev, alpha=-alpha, out=prev)   # x_t - a x_{t-1}, over x_{t-1}

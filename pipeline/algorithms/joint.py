@@ -34,6 +34,7 @@ from pipeline.algorithms.gla import EPS, initial_phase
 from pipeline.config import AudioConfig
 from pipeline.dsp.mel import _filterbank_np, decompress
 from pipeline.dsp.stft import FramePair
+from pipeline.parallel.batching import tick
 
 PROJECTIONS = ("affine", "multiplicative")
 
@@ -222,6 +223,7 @@ def mel_iterate(spec: torch.Tensor, target: MelTarget, pair: FramePair, n_iter: 
             if kind == "affine" else None)
     prev = None
     for _ in range(n_iter):
+        tick()
         rebuilt = pair.stft(pair.istft(spec))
         ang = torch.sub(rebuilt, prev, alpha=alpha) if prev is not None and alpha else rebuilt
         prev = rebuilt
@@ -253,6 +255,7 @@ def admm_iterate(spec: torch.Tensor, target: MelTarget, pair: FramePair, n_iter:
     V = torch.zeros_like(Y)
     KT = K.T.contiguous()
     for _ in range(n_iter):
+        tick()
         D = Z - U
         dmag, dinv = _unit(D)
         xmag = dmag.mul_(rho).add_(Y).div_(1 + rho)              # |X|

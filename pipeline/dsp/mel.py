@@ -200,14 +200,46 @@ def pad_batch(arrays: list[np.ndarray], axis: int = -1, value: float = 0.0) -> n
     return np.stack(out)
 
 
-def utterance_features(waves: list[np.ndarray], cfg: AudioConfig
-                       ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Ragged waveforms -> per utterance the true STFT magnitude ``[T_i, F]`` and the
-    compressed mel ``[T_i, M]`` (float32), computed in one batch: what ``extract`` stores."""
-    batch, n_frames = ragged_batch(waves, cfg)
-    with torch.inference_mode():
-        mag = stft(batch, cfg, padded=True).abs()            # [B, F, T]
-        mel = mel_from_magnitude(mag, cfg)                    # [B, M, T]
-    return ([np.ascontiguousarray(mag[i, :, :n].T.numpy()) for i, n in enumerate(n_frames)],
-            [np.ascontiguousarray(mel[i, :, :n].T.numpy()) for i, n in enumerate(n_frames)])
+# Frames per STFT call for one long utterance: an hour in one call holds its padded signal,
+# every frame and the complex spectrogram at once (1.6 GB for 30 minutes at 16 kHz);
+# chunks of this many frames (65 s at hop 256) keep it to a few tens of MB.
+FEATURE_CHUNK_FRAMES = 4096
 
+
+def utterance_features(waves: list[np.ndarray], cfg: AudioConfig, with_mag: bool = True
+                       ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Ragged waveforms -> per utterance the true STFT magnitude ``[T_i, F]`` (with
+    ``with_mag``, else an empty list) and the compressed mel ``[T_i, M]`` (float32): what
+    ``extract`` stores. Utterances up to :data:`FEATURE_CHUNK_FRAMES` frames go in one batch;
+    longer ones frame by frame-chunk (the same frames: chunk ``[a, b)`` is the STFT of its
+    own span of the padded signal)."""
+    n_frames = [cfg.n_frames(len(w)) for w in waves]
+    mags: list[np.ndarray | None] = [None] * len(waves)
+    mels: list[np.ndarray | None] = [None] * len(waves)
+    short = [i for i, n in enumerate(n_frames) if n <= FEATURE_CHUNK_FRAMES]
+    with torch.inference_mode():
+        if short:
+            batch, _ = ragged_batch([waves[i] for i in short], cfg)
+            mag = stft(batch, cfg, padded=True).abs()            # [B, F, T]
+            mel = mel_from_magnitude(mag, cfg)                    # [B, M, T]
+            for j, i in enumerate(short):
+                if with_mag:
+                    mags[i] = np.ascontiguousarray(mag[j, :, :n_frames[i]].T.numpy())
+                mels[i] = np.ascontiguousarray(mel[j, :, :n_frames[i]].T.numpy())
+        for i in (i for i, n in enumerate(n_frames) if n > FEATURE_CHUNK_FRAMES):
+            pad = edge_pad(cfg)                                   # one copy: [1, L]
+            mode = "reflect" if cfg.pad_mode == "reflect" else "constant"
+            padded = torch.from_numpy(np.pad(waves[i].astype(np.float32, copy=False), (pad, pad),
+                                             mode=mode))[None]  # type: ignore[call-overload]
+            parts_mag, parts_mel = [], []
+            for a in range(0, n_frames[i], FEATURE_CHUNK_FRAMES):
+                b = min(a + FEATURE_CHUNK_FRAMES, n_frames[i])
+                seg = padded[:, a * cfg.hop_length:(b - 1) * cfg.hop_length + cfg.n_fft]
+                m = stft(seg, cfg, padded=True).abs()             # [1, F, b - a]
+                if with_mag:
+                    parts_mag.append(m[0].T.numpy())
+                parts_mel.append(mel_from_magnitude(m, cfg)[0].T.numpy())
+            if with_mag:
+                mags[i] = np.ascontiguousarray(np.concatenate(parts_mag))
+            mels[i] = np.ascontiguousarray(np.concatenate(parts_mel))
+    return (mags if with_mag else []), mels  # type: ignore[return-value]

@@ -107,11 +107,17 @@ def manifest_from_paths(paths: Iterable[str | Path], root: str | Path | None = N
             utts.append(u)
         elif f is not None:
             fails.append(f)
-    dupes = sorted(i for i, n in Counter(u.id for u in utts).items() if n > 1)
-    if dupes:
-        raise ManifestError(f"duplicate utterance ids {dupes[:5]}: two inputs map to the same id; "
-                            "pass a folder (ids are relative paths) or a manifest with unique ids")
-    return utts, fails
+    # two inputs with one id (x.wav and x.flac in a folder; same-named files given one by one)
+    # would write one <id>.wav: each of them fails, in words, and the others go on
+    dupes = {i for i, n in Counter(u.id for u in utts).items() if n > 1}
+    for u in utts:
+        if u.id in dupes:
+            others = [v.path for v in utts if v.id == u.id and v.path != u.path]
+            fix = ("rename one" if root is not None else
+                   "pass their folder (ids are then relative paths) or rename one")
+            fails.append(Failure(u.id, u.path, "manifest", f"{u.path}: id {u.id!r} is also the "
+                                 f"id of {', '.join(others)}; both would write {u.id}.wav: {fix}"))
+    return [u for u in utts if u.id not in dupes], fails
 
 
 def manifest_from_folder(root: str | Path, exclude: Iterable[str | Path] = ()
@@ -201,9 +207,142 @@ def write_manifest(utts: Iterable[Utterance], path: str | Path,
     return path
 
 
+def _scp_path(value: str, scp: Path) -> Path:
+    """A path in a scp line: as written (relative to where the recipe ran), else relative to
+    the scp's folder."""
+    p = Path(value)
+    return p if p.is_absolute() or p.exists() else scp.parent / p
+
+
+def read_wav_scp(scp: str | Path) -> list[Utterance]:
+    """A Kaldi ``wav.scp`` (``id path`` a line; with a Kaldi ``segments`` file beside it,
+    ``seg_id rec_id start end`` lines become the utterances) -> utterances. Piped commands
+    (``id sox ... |``) are refused, with what to do. Items that cannot be read are left out
+    here; :func:`resolve_inputs` reports them."""
+    return _wav_scp(Path(scp))[0]
+
+
+def _wav_scp(scp: Path) -> tuple[list[Utterance], list[Failure]]:
+    from pipeline.io.audio import segment_source
+
+    recs: dict[str, Path] = {}
+    for n, line in enumerate(scp.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        uid, _, value = line.strip().partition(" ")
+        value = value.strip()
+        if value.endswith("|"):
+            raise ManifestError(f"{scp}:{n}: {uid} is a piped command ({value[:60]}); write "
+                                "the audio to files first (e.g. run the command into "
+                                f"{uid}.wav) and list the files")
+        if not value:
+            raise ManifestError(f"{scp}:{n}: a wav.scp line is 'id path' (got {line!r})")
+        recs[uid] = _scp_path(value, scp)
+    items: list[tuple[str, Path]] = [(uid, p) for uid, p in recs.items()]
+    segments = scp.with_name("segments")
+    if segments.is_file():
+        items = []
+        for n, line in enumerate(segments.read_text(encoding="utf-8").splitlines(), 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 4 or parts[1] not in recs:
+                raise ManifestError(f"{segments}:{n}: a segments line is 'seg_id rec_id start "
+                                    f"end' with rec_id in {scp.name} (got {line!r})")
+            items.append((parts[0], Path(segment_source(recs[parts[1]], float(parts[2]),
+                                                        float(parts[3])))))
+    utts, fails = [], []
+    for uid, p in items:
+        why = check_id(uid)
+        if why:
+            fails.append(Failure(uid, str(p), "manifest", f"id {uid!r} {why}; ids become file "
+                                 "names under --out"))
+            continue
+        u, f = describe(p, uid)
+        utts.append(u) if u is not None else fails.append(f)  # type: ignore[arg-type]
+    return utts, fails
+
+
+def is_lhotse(path: Path) -> bool:
+    """A lhotse manifest (``.jsonl.gz``, or ``.jsonl`` whose lines have no ``path``)."""
+    if path.name.endswith(".jsonl.gz"):
+        return True
+    if path.suffix != ".jsonl":
+        return False
+    try:
+        first = json.loads(first_line(path) or "{}")
+    except ValueError:
+        return False
+    return isinstance(first, dict) and "path" not in first and (
+        "sources" in first or "recording" in first or "recording_id" in first)
+
+
+def read_lhotse(path: str | Path) -> tuple[list[Utterance], list[Failure]]:
+    """A lhotse RecordingSet or CutSet manifest, read by lhotse itself -> utterances: a
+    recording each; a cut's supervision segments each where it has them, else the cut.
+    Recordings that are not files (URLs, commands, in-memory) fail, in words."""
+    from pipeline.io.audio import segment_source
+
+    try:
+        from lhotse import CutSet, RecordingSet, load_manifest
+    except ImportError:
+        raise ManifestError(f"{path} is a lhotse manifest: reading it needs lhotse "
+                            "(pip install 'pipeline[lhotse]')") from None
+    manifest = load_manifest(path)
+    spans: list[tuple[str, object, float | None, float | None]] = []  # id, recording, start, end
+    if isinstance(manifest, RecordingSet):
+        spans = [(r.id, r, None, None) for r in manifest]
+    elif isinstance(manifest, CutSet):
+        for cut in manifest:
+            rec = getattr(cut, "recording", None)
+            sups = list(getattr(cut, "supervisions", []) or [])
+            if sups:
+                spans += [(s.id, rec, cut.start + max(0.0, s.start),
+                           cut.start + min(cut.duration, s.start + s.duration)) for s in sups]
+            else:
+                spans.append((cut.id, rec, cut.start, cut.start + cut.duration))
+    else:
+        raise ManifestError(f"{path}: a lhotse {type(manifest).__name__}; give a RecordingSet "
+                            "or a CutSet (supervisions need their recordings)")
+    utts, fails = [], []
+    for uid, rec, start, end in spans:
+        sources = list(getattr(rec, "sources", []) or [])
+        if rec is None or len(sources) != 1 or sources[0].type != "file":
+            kinds = ", ".join(sorted({s.type for s in sources})) or "no source"
+            fails.append(Failure(uid, str(path), "manifest", f"{path}: {uid}'s audio is not one "
+                                 f"file ({kinds}); save it to a file first"))
+            continue
+        src = Path(sources[0].source)
+        whole = start is None or (start <= 0 and end is not None
+                                  and abs(end - rec.duration) < 1e-6)   # type: ignore[attr-defined]
+        target = src if whole else Path(segment_source(src, start or 0.0, end or 0.0))
+        why = check_id(uid)
+        if why:
+            fails.append(Failure(uid, str(src), "manifest", f"id {uid!r} {why}; ids become "
+                                 "file names under --out"))
+            continue
+        u, f = describe(target, uid)
+        utts.append(u) if u is not None else fails.append(f)  # type: ignore[arg-type]
+    return utts, fails
+
+
+def write_output_lists(folder: Path, outputs: list[tuple[str, Path]]) -> tuple[Path, Path]:
+    """Beside a run's outputs: ``wav.scp`` (Kaldi: ``id path`` a line, so the folder reads
+    as a Kaldi data directory, e.g. for lhotse's ``load_kaldi_data_dir``) and
+    ``manifest.jsonl`` (this module's format: id, path, sample rate, channels, samples,
+    duration), for the ``(id, path)`` outputs that exist; both written atomically."""
+    utts = [u for uid, p in outputs if p.exists() for u in [describe(p, uid)[0]] if u is not None]
+    scp = folder / "wav.scp"
+    tmp = scp.with_name(scp.name + ".tmp")
+    tmp.write_text("".join(f"{u.id} {u.path}\n" for u in utts), encoding="utf-8")
+    os.replace(tmp, scp)
+    return scp, write_manifest(utts, folder / "manifest.jsonl")
+
+
 def resolve_inputs(inputs: list[str | Path], exclude: Iterable[str | Path] = ()
                    ) -> tuple[list[Utterance], list[Failure]]:
-    """A folder, a ``.jsonl`` manifest, or audio files -> utterances (+ header failures).
+    """A folder, a ``.jsonl`` manifest, a Kaldi ``wav.scp`` (with its ``segments``), a lhotse
+    RecordingSet / CutSet, or audio files -> utterances (+ the items that failed).
     ``exclude``: folders a folder's search leaves out."""
     if not inputs:
         raise ManifestError("no input given: pass a folder, a .jsonl manifest, or audio files")
@@ -211,8 +350,12 @@ def resolve_inputs(inputs: list[str | Path], exclude: Iterable[str | Path] = ()
         p = Path(inputs[0])
         if p.is_dir():
             return manifest_from_folder(p, exclude)
+        if p.is_file() and is_lhotse(p):
+            return read_lhotse(p)
         if p.suffix == ".jsonl":
             return read_manifest(p), []
+        if p.suffix == ".scp":
+            return _wav_scp(p)
         if not p.exists():
             raise ManifestError(f"{p}: no such file or folder")
     return manifest_from_paths(inputs)

@@ -41,6 +41,8 @@ def check_writable(folder: str | Path) -> None:
 
 
 RUN_FILE = ".pipeline-run.json"
+# beside a run's outputs, written by this tool (removed with them by --overwrite)
+REPORTS = ("failures.csv", "phase-report.csv", "vocode-report.csv", "wav.scp", "manifest.jsonl")
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -85,7 +87,7 @@ def claim_output(folder: str | Path, record: dict, outputs: list[Path], overwrit
                               "tool did not write (no run record): choose another --out, or move "
                               "them away yourself")
     elif overwrite:
-        for p in [*outputs, folder / "failures.csv", path]:
+        for p in [*outputs, *(folder / r for r in REPORTS), path]:
             p.unlink(missing_ok=True)
     else:
         try:
@@ -167,7 +169,9 @@ def is_png(path: Path) -> bool:
 
 @dataclass
 class StageResult:
-    """What a stage did; the CLI prints it and exits non-zero when ``failures`` is not empty."""
+    """What a stage did; the CLI prints it and exits non-zero when ``failures`` is not empty.
+    Stages that write audio also list, per item, the level it was written at (``report``:
+    the CSV, ``clipped``: the ids that clipped)."""
     store: Path
     done: int = 0
     skipped_shards: int = 0
@@ -175,6 +179,8 @@ class StageResult:
     failures_csv: Path | None = None
     seconds: float = 0.0
     audio_seconds: float = 0.0
+    report: Path | None = None
+    clipped: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -198,16 +204,53 @@ class StageResult:
         return crashed
 
 
+def write_report(path: Path, rows: list[dict], ids: list[str],
+                 missing: Callable[[str], dict | None]) -> tuple[Path | None, list[dict]]:
+    """The per-item report of a run's outputs ``ids``: this run's ``rows``, then the rows an
+    earlier (interrupted) run of the same folder wrote for the others, then ``missing(id)``
+    for outputs no row describes (None: no output). Written atomically, sorted by id."""
+    import os
+
+    have: dict[str, dict] = {r["id"]: r for r in rows}
+    if path.exists():
+        with path.open(newline="", encoding="utf-8") as fh:
+            for r in csv.DictReader(fh):
+                have.setdefault(r["id"], r)
+    out = []
+    for i in sorted(ids):
+        row = have.get(i) or missing(i)
+        if row is not None:
+            out.append(row)
+    if not out:
+        path.unlink(missing_ok=True)
+        return None, []
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(out[0]), extrasaction="ignore")
+        w.writeheader()
+        w.writerows(out)
+    os.replace(tmp, path)
+    return path, out
+
+
 def write_failures(failures: list[Failure], path: Path) -> Path | None:
     """Failures CSV beside the store (removed when a re-run has none left)."""
+    import os
+
     if not failures:
         path.unlink(missing_ok=True)
         return None
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["id", "path", "stage", "reason"])
-        for f in failures:
-            w.writerow([f.id, f.path, f.stage, f.reason])
+    tmp = path.with_name(path.name + ".tmp")      # atomic: never a half-written list
+    try:
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["id", "path", "stage", "reason"])
+            for f in failures:
+                w.writerow([f.id, f.path, f.stage, f.reason])
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -267,7 +267,7 @@ def summary(store: Store) -> dict[str, Any]:
     failures = {}
     for stage in ("extract", "invert"):   # every failure a run recorded, header failures too
         path = failures_csv_path(store.path, "" if stage == "extract" else stage)
-        n = sum(1 for _ in path.open(encoding="utf-8")) - 1 if path.exists() else 0
+        n = max(0, sum(1 for _ in path.open(encoding="utf-8")) - 1) if path.exists() else 0
         failures[stage] = (n, path)
     damaged = {n: why for n in names if (why := store.damage(n)) is not None}
     ok = [n for n in names if n not in damaged]

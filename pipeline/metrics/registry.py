@@ -70,7 +70,8 @@ def _pesq_call(rate: int, ref: np.ndarray, est: np.ndarray, mode: str) -> tuple[
     try:
         return "ok", float(pesq(rate, ref, est, mode))
     except NoUtterancesError:
-        return "err", "PESQ found no utterances (silent or near-silent signal)"
+        return "err", ("PESQ found no speech in it (its voice activity detector saw nothing: "
+                       "silence, a near-silent signal, or not speech)")
     except PesqError as exc:
         return "err", f"PESQ error: {type(exc).__name__}: {exc}"
 
@@ -113,6 +114,9 @@ def isolated(fn: Callable, *args) -> object:
 
 
 def _pesq(reference, estimate, sample_rate, mode):
+    """PESQ of the pair; items over :data:`SEGMENT_S` as the length-weighted mean of their
+    segments' (P.862 is made for utterances of seconds; the C library segfaulted on a
+    30-minute item), over the segments it can score."""
     rate = PESQ_RATE if mode == "wb" or sample_rate >= PESQ_RATE else 8000
     ref, est = _to_rate(reference, sample_rate, rate), _to_rate(estimate, sample_rate, rate)
     if len(ref) < rate // 4:
@@ -120,18 +124,29 @@ def _pesq(reference, estimate, sample_rate, mode):
     for name, y in (("reference", ref), ("estimate", est)):
         if not np.any(y):   # pesq's C core raises "cannot convert float NaN" on all zeros
             raise MetricError(f"{name} is silent (all zeros): PESQ undefined")
-    try:
-        kind, value = isolated(_pesq_call, rate, ref, est, mode)
-    except MetricError as exc:
-        raise MetricError(f"PESQ: {exc}") from None
-    if kind == "err":
-        raise MetricError(str(value))
-    return value
+    values, weights, reason = [], [], ""
+    for a, b in _segments(len(ref), int(SEGMENT_S * rate)):
+        try:
+            kind, value = isolated(_pesq_call, rate, ref[a:b], est[a:b], mode)
+        except MetricError as exc:
+            kind, value = "err", f"PESQ: {exc}"
+        if kind == "err":
+            reason = str(value)
+        else:
+            values.append(float(value))   # type: ignore[arg-type]
+            weights.append(b - a)
+    if not values:
+        raise MetricError(reason)
+    return float(np.average(values, weights=weights))
 
 
 @register("pesq_wb", "MOS-LQO", default=True)
 def pesq_wb(*, reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> float:
-    """ITU-T P.862.2 wideband PESQ (MOS-LQO) at 16 kHz (resampled when needed)."""
+    """ITU-T P.862.2 wideband PESQ (MOS-LQO) at 16 kHz (resampled when needed). Undefined
+    for audio below 16 kHz (an upsampled 8 kHz reference has no wideband to judge)."""
+    if sample_rate < PESQ_RATE:
+        raise MetricError(f"wideband PESQ needs audio of at least {PESQ_RATE} Hz; this pair is "
+                          f"scored at {sample_rate} Hz (the lower of the two rates): use pesq_nb")
     return _pesq(reference, estimate, sample_rate, "wb")
 
 
@@ -141,12 +156,14 @@ def pesq_nb(*, reference: np.ndarray, estimate: np.ndarray, sample_rate: int) ->
     return _pesq(reference, estimate, sample_rate, "nb")
 
 
-# pystoi holds whole-item float64 arrays: ESTOI of a 20-minute item peaked at 3.7 GB RSS.
-# Longer items are scored in segments of this length (the last one takes any remainder
-# shorter than half a segment), and the value is the length-weighted mean of the segments'.
-# STOI is itself a mean over 384 ms windows, so only the windows across a cut and each
-# segment's own silence threshold differ (BENCHMARKS.md: the difference on 5-minute items).
-STOI_SEGMENT_S = 60.0
+# Whole-item arrays of a long recording are large (pystoi's float64 copies: ESTOI of a
+# 20-minute item peaked at 3.7 GB; the STFTs of the spectral metrics and the mel-cepstra of
+# MCD likewise). Longer items are scored in segments of this length (the last one takes any
+# remainder shorter than half a segment): STOI, LSD and MCD as the length-weighted mean of
+# the segments' values, spectral convergence from the segments' summed norms. Each is itself
+# a mean over short windows or frames, so only those across a cut (and STOI's silence
+# threshold, MCD's alignment, per segment) differ (BENCHMARKS.md: 5-minute items).
+SEGMENT_S = 60.0
 
 
 def _segments(n: int, size: int) -> list[tuple[int, int]]:
@@ -158,13 +175,22 @@ def _segments(n: int, size: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(cuts, cuts[1:] + [n])]
 
 
+def _by_segments(reference: np.ndarray, estimate: np.ndarray, sample_rate: int,
+                 one: Callable[[np.ndarray, np.ndarray], tuple[float, float]]) -> float:
+    """The length-weighted mean over :data:`SEGMENT_S` segments of ``one(r, e)``, which
+    returns a segment's value and weight (its frames)."""
+    values, weights = zip(*(one(reference[a:b], estimate[a:b]) for a, b in
+                            _segments(len(reference), int(SEGMENT_S * sample_rate))))
+    return float(np.average(values, weights=weights))
+
+
 def _stoi(reference, estimate, sample_rate, extended):
     from pystoi import stoi
 
     if not np.any(reference):
         raise MetricError("reference is all zeros: STOI undefined")
     values, weights = [], []
-    for a, b in _segments(len(reference), int(STOI_SEGMENT_S * sample_rate)):
+    for a, b in _segments(len(reference), int(SEGMENT_S * sample_rate)):
         with np.errstate(all="ignore"):
             v = float(stoi(reference[a:b], estimate[a:b], sample_rate, extended=extended))
         if np.isfinite(v):
@@ -187,17 +213,21 @@ def estoi(*, reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> f
 
 @register("si_sdr", "dB", default=True)
 def si_sdr(*, reference: np.ndarray, estimate: np.ndarray, sample_rate: int = 0) -> float:
-    """Scale-invariant SDR in dB (Le Roux et al. 2019), zero-mean signals."""
-    ref = reference.astype(np.float64) - reference.mean()
-    est = estimate.astype(np.float64) - estimate.mean()
-    energy = np.dot(ref, ref)
-    if energy == 0:
+    """Scale-invariant SDR in dB (Le Roux et al. 2019), zero-mean signals. From the
+    signals' inner products, accumulated in float64 over 1M-sample chunks: no whole-item
+    copies (a 30-minute item held five of 230 MB)."""
+    mr, me = float(np.mean(reference, dtype=np.float64)), float(np.mean(estimate, dtype=np.float64))
+    rr = er = ee = 0.0
+    for a in range(0, len(reference), 1 << 20):
+        r = reference[a:a + (1 << 20)].astype(np.float64) - mr
+        e = estimate[a:a + (1 << 20)].astype(np.float64) - me
+        rr, er, ee = rr + float(np.dot(r, r)), er + float(np.dot(e, r)), ee + float(np.dot(e, e))
+    if rr == 0:
         raise MetricError("reference is silent: SI-SDR undefined")
-    if not np.any(est):
+    if ee == 0:
         raise MetricError("estimate is silent: SI-SDR is -inf")
-    target = np.dot(est, ref) / energy * ref
-    noise = est - target
-    return float(10 * np.log10(np.dot(target, target) / max(np.dot(noise, noise), 1e-20)))
+    target = er * er / rr                    # ||alpha ref||^2 with alpha = <e, r> / <r, r>
+    return float(10 * np.log10(target / max(ee - target, 1e-20)))
 
 
 def _mags(reference, estimate, sample_rate, n_fft=None):
@@ -221,10 +251,20 @@ def spectral_convergence(*, reference: np.ndarray, estimate: np.ndarray, sample_
 
     from pipeline.dsp.spectral import spectral_convergence as sc
 
-    r, e, _ = _mags(reference, estimate, sample_rate)
-    if not r.any():
+    def one(ref: np.ndarray, est: np.ndarray) -> tuple[float, float]:
+        """A segment's SC squared and the reference's energy there: the whole item's SC is
+        the energy-weighted root mean square of the segments'."""
+        r, e, _ = _mags(ref, est, sample_rate)
+        energy = float(np.sum(r.astype(np.float64) ** 2))
+        if not energy:
+            return 0.0, 0.0
+        return float(sc(reference=torch.from_numpy(r), estimate=torch.from_numpy(e), dim=None)) ** 2, energy
+
+    parts = [one(reference[a:b], estimate[a:b])
+             for a, b in _segments(len(reference), int(SEGMENT_S * sample_rate))]
+    if not sum(w for _, w in parts):
         raise MetricError("reference is silent: spectral convergence undefined")
-    return float(sc(reference=torch.from_numpy(r), estimate=torch.from_numpy(e), dim=None))
+    return float(np.sqrt(np.average([v for v, _ in parts], weights=[w for _, w in parts])))
 
 
 def _power_spectrogram(y: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
@@ -245,9 +285,13 @@ def log_spectral_distance(*, reference: np.ndarray, estimate: np.ndarray, sample
     frames. In log10 units: 1/10 of the dB figure (``lsd_db``)."""
     if len(reference) < 2048 // 2 + 1:
         raise MetricError(f"too short for LSD ({len(reference)} samples < 1025)")
-    r = np.log10(np.maximum(_power_spectrogram(reference, 2048, 512), 1e-8))
-    e = np.log10(np.maximum(_power_spectrogram(estimate, 2048, 512), 1e-8))
-    return float(np.mean(np.sqrt(np.mean((r - e) ** 2, axis=0))))
+
+    def one(ref: np.ndarray, est: np.ndarray) -> tuple[float, float]:
+        r = np.log10(np.maximum(_power_spectrogram(ref, 2048, 512), 1e-8))
+        e = np.log10(np.maximum(_power_spectrogram(est, 2048, 512), 1e-8))
+        d = np.sqrt(np.mean((r - e) ** 2, axis=0))
+        return float(np.mean(d)), len(d)
+    return _by_segments(reference, estimate, sample_rate, one)
 
 
 @register("lsd_db", "dB", lower_is_better=True)
@@ -255,9 +299,12 @@ def log_spectral_distance_db(*, reference: np.ndarray, estimate: np.ndarray, sam
                              ) -> float:
     """Log-spectral distance in dB: mean over frames of RMS over bins of 10 log10(P_ref/P_est),
     powers floored at 1e-10 (STFT 512/128 at 16 kHz, 1024/256 above)."""
-    r, e, _ = _mags(reference, estimate, sample_rate)
-    d = 10 * (np.log10(np.maximum(r ** 2, 1e-10)) - np.log10(np.maximum(e ** 2, 1e-10)))
-    return float(np.mean(np.sqrt(np.mean(d ** 2, axis=0))))
+    def one(ref: np.ndarray, est: np.ndarray) -> tuple[float, float]:
+        r, e, _ = _mags(ref, est, sample_rate)
+        d = 10 * (np.log10(np.maximum(r ** 2, 1e-10)) - np.log10(np.maximum(e ** 2, 1e-10)))
+        per_frame = np.sqrt(np.mean(d ** 2, axis=0))
+        return float(np.mean(per_frame)), len(per_frame)
+    return _by_segments(reference, estimate, sample_rate, one)
 
 
 # ESPnet's mel-cepstrum settings per sample rate (egs2 pyscripts/utils/evaluate_mcd.py):
@@ -291,6 +338,11 @@ def mel_cepstra(y: np.ndarray, sample_rate: int) -> np.ndarray:
 
 
 def _mcd(reference, estimate, sample_rate, dtw):
+    return _by_segments(reference, estimate, sample_rate,
+                        lambda r, e: _mcd_segment(r, e, sample_rate, dtw))
+
+
+def _mcd_segment(reference, estimate, sample_rate, dtw) -> tuple[float, float]:
     ref, est = mel_cepstra(reference, sample_rate), mel_cepstra(estimate, sample_rate)
     if dtw:
         from fastdtw import fastdtw
@@ -302,7 +354,8 @@ def _mcd(reference, estimate, sample_rate, dtw):
     else:
         n = min(len(ref), len(est))
         est, ref = est[:n], ref[:n]
-    return float(np.mean(10.0 / np.log(10.0) * np.sqrt(2.0 * np.sum((est - ref) ** 2, axis=1))))
+    return (float(np.mean(10.0 / np.log(10.0) * np.sqrt(2.0 * np.sum((est - ref) ** 2, axis=1)))),
+            len(ref))
 
 
 @register("mcd", "dB (ESPnet, DTW)", lower_is_better=True, default=True)

@@ -34,6 +34,7 @@ from pipeline.config import AudioConfig
 from pipeline.dsp.spectral import spectral_convergence
 from pipeline.dsp.stft import FramePair
 from pipeline.io.weights import WeightsError, load_state, pick_for
+from pipeline.parallel.batching import tick
 
 REL_FLOOR = 1e-3     # magnitude floor relative to the item's peak, for the normalisation
 FEATURE_CLIP = 20.0
@@ -105,6 +106,7 @@ def run_blocks(net: DeGLINet, x: torch.Tensor, mag: torch.Tensor, pair: FramePai
     horizon = net.hparams.horizon or n
     prev = None
     for k in range(n):
+        tick()
         y = project(x, mag)
         z = pair.stft(pair.istft(y))
         if inconsistency is not None:

@@ -1,7 +1,9 @@
 """Length bucketing and device choice for batched torch work over ragged utterances."""
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -32,6 +34,35 @@ def buckets(lengths: list[int], max_frames: int = 4000) -> list[list[int]]:
 
 Batch = TypeVar("Batch")
 
+# Ctrl-C between iterations: the main thread sets STOP when interrupted while batches run on
+# other threads (which Python's KeyboardInterrupt never reaches); every iteration of the
+# phase algorithms calls tick(), which raises there. tick() also moves the progress bar of an
+# in-process run within long items: each call adds this thread's share of its task (set by
+# progress_share, in the task's unit) to PROGRESS_HOOK.
+STOP = threading.Event()
+PROGRESS_HOOK: Callable[[float], None] | None = None
+_share = threading.local()
+
+
+def tick() -> None:
+    """One iteration done: stop here if the run was interrupted; advance the progress."""
+    if STOP.is_set():
+        raise KeyboardInterrupt
+    hook, share = PROGRESS_HOOK, getattr(_share, "value", 0.0)
+    if hook is not None and share:
+        hook(share)
+
+
+@contextlib.contextmanager
+def progress_share(value: float) -> Iterator[None]:
+    """Each :func:`tick` on this thread inside the block is worth ``value`` of progress."""
+    before = getattr(_share, "value", 0.0)
+    _share.value = value
+    try:
+        yield
+    finally:
+        _share.value = before
+
 
 def for_each_batch(fn: Callable[[Batch], None], batches: Sequence[Batch], device: torch.device) -> None:
     """``fn(batch)`` for every batch. On a CPU with ``n > 1`` torch threads: on ``n`` Python
@@ -51,8 +82,12 @@ def for_each_batch(fn: Callable[[Batch], None], batches: Sequence[Batch], device
     try:
         for _ in ex.map(fn, batches):   # re-raises a batch's exception here
             pass
+    except KeyboardInterrupt:
+        STOP.set()                      # the running batches stop at their next iteration
+        raise
     finally:
         ex.shutdown(wait=True, cancel_futures=True)   # e.g. Ctrl-C: start no more batches
+        STOP.clear()
         torch.set_num_threads(threads)
 
 

@@ -26,8 +26,9 @@ def load_profile(name_or_path: str | Path | None) -> dict[str, Any]:
     """Read a cluster profile: a TOML path or ``configs/cluster-NAME.toml``; ``[slurm]`` table."""
     name_or_path = name_or_path or "slurm-local"
     path = Path(name_or_path)
-    if not path.is_file():
-        path = CONFIG_DIR / f"cluster-{name_or_path}.toml"
+    if not path.is_file():    # a profile's name, or its file's name in configs/
+        name = str(name_or_path).removesuffix(".toml").removeprefix("cluster-")
+        path = CONFIG_DIR / f"cluster-{name}.toml"
     if not path.is_file():
         known = sorted(p.stem.removeprefix("cluster-") for p in CONFIG_DIR.glob("cluster-*.toml"))
         raise ConfigError(f"cluster profile {str(name_or_path)!r} not found: give a TOML file or "

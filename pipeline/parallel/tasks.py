@@ -18,12 +18,14 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
 
 from pipeline.errors import UsageError
+from pipeline.parallel import batching
 
 
 def cpu_count() -> int:
@@ -31,6 +33,12 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - macOS
         return os.cpu_count() or 1
+
+
+def _notice(text: str) -> None:
+    """A one-line notice on stderr (what a run decided for the user, not an error)."""
+    from rich.console import Console
+    Console(stderr=True).print(f"[yellow]note:[/] {escape(text)}")
 
 
 def threads_per_worker(workers: int, cluster: str = "local", profile: str | None = None) -> int:
@@ -100,7 +108,8 @@ def _guarded(fn: Callable, key: Any, args: tuple) -> TaskResult:
 
 def progress_bar(disable: bool = False) -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), disable=disable, transient=False)
+                    TaskProgressColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                    disable=disable, transient=False)
 
 
 # Local clusters have no dashboard, so nothing reads the workers' profiler, GIL monitor or
@@ -254,6 +263,9 @@ def make_client(workers: int = 1, cluster: str = "local", profile: str | None = 
     if cluster == "local":
         # more local processes than cores only compete (64 workers on 2 cores: workers died
         # of memory, tasks failed, connection errors at exit)
+        if workers > cpu_count():
+            _notice(f"--workers {workers}: {cpu_count()} local worker(s) run, one per core "
+                    "(more only compete for them; --cluster slurm spreads further)")
         workers = min(workers, cpu_count())
     if cluster == "local" and workers <= 1:
         yield None
@@ -287,15 +299,23 @@ def run_tasks(fn: Callable, tasks: Sequence[tuple[Any, tuple]], *, workers: int 
         tid = bar.add_task(escape(desc), total=sum(sizes.get(key, 1) for key, _ in tasks))
         with make_client(workers, cluster, profile, preload=[fn.__module__]) as client:
             if client is None:
+                # in this process the algorithms' iterations move the bar within a task
+                # (batching.tick); each finished task then sets it to the exact count
+                batching.PROGRESS_HOOK = lambda share: bar.advance(tid, share)
                 stream = (_guarded(fn, key, args) for key, args in tasks)
             else:
                 from dask.distributed import as_completed
 
                 futures = [client.submit(_guarded, fn, key, args, pure=False) for key, args in tasks]
                 stream = (f.result() for f in as_completed(futures))
-            for res in stream:
-                results.append(res)
-                if on_result is not None:
-                    on_result(res)
-                bar.advance(tid, sizes.get(res.key, 1))
+            done = 0.0
+            try:
+                for res in stream:
+                    results.append(res)
+                    if on_result is not None:
+                        on_result(res)
+                    done += sizes.get(res.key, 1)
+                    bar.update(tid, completed=done)
+            finally:
+                batching.PROGRESS_HOOK = None
     return results

@@ -12,8 +12,31 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from pipeline.errors import DiskFullError
 from pipeline.io.results import Failure, StageResult, write_failures
 from pipeline.parallel.tasks import TaskResult, run_tasks
+
+# Below this much free space at the output after a task failed, the failure is the disk's:
+# one line and exit status 3, not a failures CSV blaming every item (which could not be
+# written anyway).
+MIN_FREE_BYTES = 16 << 20
+
+
+def check_space(folder: Path, results: Sequence[TaskResult]) -> None:
+    """Raise :class:`DiskFullError` when tasks failed and ``folder``'s file system is full."""
+    import errno
+    import shutil
+
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    said = any(r.error and (f"[Errno {errno.ENOSPC}]" in r.error or "No space left" in r.error)
+               for r in results)
+    if said or free < MIN_FREE_BYTES:
+        raise DiskFullError(f"no space left on device: {folder} ({free >> 20} MiB free); what "
+                            "was finished is kept (each output is written whole or not at "
+                            "all): free some space and re-run the same command to finish")
 
 
 def run_stage(task: Callable, tasks: Sequence[tuple[Any, tuple]], res: StageResult, *,
@@ -32,6 +55,8 @@ def run_stage(task: Callable, tasks: Sequence[tuple[Any, tuple]], res: StageResu
     extra: dict = {"sizes": sizes} if sizes is not None else {}
     results = run_tasks(task, tasks, workers=workers, cluster=cluster, profile=profile,
                         desc=desc, progress=progress, **extra)
+    if any(r.error for r in results):
+        check_space(failures_csv.parent, results)
     crashed = res.absorb(results, items_of, stage, label)
     returned = [f if isinstance(f, Failure) else Failure(**f)
                 for r in results if not r.error for f in r.value.get("failures", [])]

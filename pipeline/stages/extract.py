@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, cast
 
 import numpy as np
 import torch
@@ -42,10 +42,27 @@ def plan_shards(utts: list[Utterance], shard_seconds: float = DEFAULT_SHARD_SECO
     return shards
 
 
+def plan_difference(store: Store, plan: list[list[dict]], shard_seconds: float) -> str:
+    """How the store's plan of shards differs from this run's, in the user's terms: another
+    --shard-seconds, or which utterances are new or gone."""
+    was = store.root.attrs.get("shard_seconds")
+    if was is not None and float(cast(float, was)) != shard_seconds:
+        return f"with --shard-seconds {float(cast(float, was)):g}, not {shard_seconds:g}"
+    old = {it["id"]: it["path"] for shard in store.plan for it in shard}
+    new = {it["id"]: it["path"] for shard in plan for it in shard}
+    added = sorted(set(new) - set(old))
+    gone = sorted(set(old) - set(new))
+    moved = sorted(i for i in set(old) & set(new) if old[i] != new[i])
+    parts = [f"{len(ids)} utterance(s) {what} ({', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''})"
+             for ids, what in ((added, "not in it"), (gone, "no longer in the input"),
+                               (moved, "at another path")) if ids]
+    return "from a different input: " + ("; ".join(parts) if parts else "its shards are grouped otherwise (another --shard-seconds?)")
+
+
 def compute_features(waves: list[np.ndarray], cfg: AudioConfig, with_mag: bool
                      ) -> tuple[np.ndarray, np.ndarray | None, list[int]]:
     """Batched STFT of ragged waveforms -> concatenated ``[frames, n_mels]`` (and magnitudes)."""
-    mags, mels = utterance_features(waves, cfg)
+    mags, mels = utterance_features(waves, cfg, with_mag)
     return (np.concatenate(mels), np.concatenate(mags) if with_mag else None,
             [m.shape[0] for m in mels])
 
@@ -110,14 +127,16 @@ def extract(inputs: list[str | Path] | str | Path, out: str | Path, config: Audi
         store = Store(out, "r+")
         store.check_config(config, "the requested config (use --overwrite or another --out)")
         if store.plan != plan:
-            raise StoreError(f"{out} was extracted from a different input (its plan of shards "
-                             "differs); use --overwrite to replace it or choose another --out")
+            raise StoreError(f"{out} was extracted {plan_difference(store, plan, shard_seconds)}; "
+                             "re-run with the same input and options, use --overwrite to "
+                             "replace it, or choose another --out")
         if with_mag and any(not store.shard_attrs(s).get("with_mag", True)
                             for s in store.shard_names() if store.is_complete(s)):
             raise StoreError(f"{out} was extracted without --with-mag; use --overwrite to redo it")
     else:
         Store.check_replaceable(out, list(inputs))
         store = Store.create(out, config, plan, source)
+        store.root.attrs["shard_seconds"] = shard_seconds
     # a shard marked complete whose arrays were damaged since (a chunk file lost) is redone
     todo = [i for i in range(len(plan)) if not store.is_complete(shard_name(i))
             or store.damage(shard_name(i), ("mel", "mag_true")) is not None]

@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 
 from pipeline.errors import UsageError
-from pipeline.io.audio import write_wav
-from pipeline.io.results import Failure, StageResult, check_writable, claim_output
+from pipeline.io.audio import CLIPPED_FRACTION, AudioFormat, Level, file_level, write_wav
+from pipeline.io.manifest import write_output_lists
+from pipeline.io.results import Failure, StageResult, check_writable, claim_output, write_report
 from pipeline.io.store import Entry, Store, store_items
 from pipeline.parallel.batching import (
     buckets,
@@ -66,8 +68,28 @@ TAIL_PART_SECONDS = 10.0
 Part = tuple[int, int] | None   # a range of a shard's buckets; None: the whole shard
 
 
-def wav_path(out_dir: Path, uid: str) -> Path:
-    return out_dir / f"{uid}.wav"
+def wav_path(out_dir: Path, uid: str, suffix: str = ".wav") -> Path:
+    return out_dir / f"{uid}{suffix}"
+
+
+def level_row(uid: str, seconds: float, level: Level) -> dict:
+    """A row of the run's report: the level an output was written at."""
+    return {"id": uid, "seconds": round(seconds, 4), "peak_dbfs": round(level.peak_dbfs, 2),
+            "clipped": round(level.clipped, 6), "gain_db": round(level.gain_db, 2)}
+
+
+def report_levels(out: Path, name: str, rows: list[dict], ids: list[str], sample_rate: int,
+                  suffix: str = ".wav") -> tuple[Path | None, list[str]]:
+    """``out/name``: the level of every output of ``ids`` (this run's rows, an earlier run's,
+    or read back from the file), and the ids that clipped."""
+    def from_file(uid: str) -> dict | None:
+        p = wav_path(out, uid, suffix)
+        if not p.exists():
+            return None
+        return level_row(uid, sf.info(str(p)).frames / sample_rate, file_level(p))
+
+    path, all_rows = write_report(out / name, rows, ids, from_file)
+    return path, [r["id"] for r in all_rows if float(r["clipped"]) > CLIPPED_FRACTION]
 
 
 @dataclass(frozen=True)
@@ -82,6 +104,8 @@ class PhaseSettings:
     seed: int
     options: AlgoOptions = AlgoOptions()
     inverter: Inverter = Inverter("pinv")     # source "mel": the in-memory inversion
+    peak_dbfs: float | None = None            # each output scaled to this peak (None: as is)
+    fmt: AudioFormat = AudioFormat()          # wav or flac, sample type
 
     def record(self, store: Store, magnitudes: dict) -> dict:
         """The run record (``WAV_DIR/.pipeline-run.json``): the store, where its magnitudes
@@ -90,7 +114,9 @@ class PhaseSettings:
                 "store_created": store.root.attrs.get("created"), "magnitudes": magnitudes,
                 "algo": self.algo, "iters": self.iters, "source": self.source,
                 "init": self.init, "project": self.project, "seed": self.seed,
-                "options": dict(sorted(self.options.for_algo(self.algo).items()))}
+                "options": dict(sorted(self.options.for_algo(self.algo).items())),
+                **({"peak_dbfs": self.peak_dbfs} if self.peak_dbfs is not None else {}),
+                **self.fmt.record()}
 
 
 @dataclass(frozen=True)
@@ -131,7 +157,7 @@ def phase_shard(job: PhaseJob, name: str, part: Part = None) -> dict:
     entries = store.entries(name)
     groups = shard_buckets(entries, batch_frames, part)
     mine = [entries[i] for g in groups for i in g]
-    if all(wav_path(out, e.id).exists() for e in mine):
+    if all(wav_path(out, e.id, st.fmt.suffix).exists() for e in mine):
         return {"n": 0, "seconds": 0.0, "failures": []}
     lo = min(e.offset for e in mine)
     rows = slice(lo, max(e.offset + e.n_frames for e in mine))
@@ -156,17 +182,17 @@ def phase_shard(job: PhaseJob, name: str, part: Part = None) -> dict:
         if st.inverter.method == "model":
             from pipeline.models.inverter import shared_invert_model
             model = shared_invert_model(st.inverter.weights, cfg, dev)
-        todo = [e for g in groups if not all(wav_path(out, entries[i].id).exists() for i in g)
+        todo = [e for g in groups if not all(wav_path(out, entries[i].id, st.fmt.suffix).exists() for i in g)
                 for e in (entries[i] for i in g) if e.id not in bad]
         got = invert_frames([data[e.offset - lo:e.offset - lo + e.n_frames] for e in todo], cfg,
                             st.inverter.method, model=model, device=dev,
                             batch_frames=max(batch_frames, INVERT_BATCH_FRAMES))
         inverted = {e.id: m for e, m in zip(todo, got)}
-    written: list[Entry] = []   # list.append is atomic: the groups run on threads
+    written: list[tuple[Entry, Level]] = []   # list.append is atomic: the groups run on threads
 
     def one(group: list[int]) -> None:
         items = [entries[i] for i in group if entries[i].id not in bad]
-        if all(wav_path(out, e.id).exists() for e in items):
+        if all(wav_path(out, e.id, st.fmt.suffix).exists() for e in items):
             return
         mels = (None if mel is None else
                 [mel[e.offset - lo:e.offset - lo + e.n_frames] for e in items])
@@ -180,15 +206,16 @@ def phase_shard(job: PhaseJob, name: str, part: Part = None) -> dict:
                             project=st.project, mels=mels if job.joint else None,
                             options=st.options)
         for e, y in zip(items, waves):
-            if not wav_path(out, e.id).exists():
-                write_wav(wav_path(out, e.id), y, cfg.sample_rate)
-                written.append(e)
+            if not wav_path(out, e.id, st.fmt.suffix).exists():
+                written.append((e, write_wav(wav_path(out, e.id, st.fmt.suffix), y,
+                                             cfg.sample_rate, st.peak_dbfs, st.fmt)))
 
     # The groups on one thread each (torch single-threaded in each, see for_each_batch): a
     # group is one cache-sized batch, too small to split every op across the cores.
     for_each_batch(one, groups, dev)
-    done, samples = len(written), sum(e.n_samples for e in written)
-    return {"n": done, "seconds": samples / cfg.sample_rate, "failures": failures}
+    levels = [level_row(e.id, e.n_samples / cfg.sample_rate, lv) for e, lv in written]
+    return {"n": len(written), "seconds": sum(e.n_samples for e, _ in written) / cfg.sample_rate,
+            "failures": failures, "rows": levels}
 
 
 def plan_tasks(store: Store, job: PhaseJob, workers: int, part_seconds: float = TAIL_PART_SECONDS
@@ -217,7 +244,7 @@ def plan_tasks(store: Store, job: PhaseJob, workers: int, part_seconds: float = 
                     parts.append(((start, b + 1), [i for gg in groups[start:b + 1] for i in gg]))
                     start, acc = b + 1, 0
         for part, idx in parts:
-            missing = sum(not wav_path(out, entries[i].id).exists() for i in idx)
+            missing = sum(not wav_path(out, entries[i].id, job.settings.fmt.suffix).exists() for i in idx)
             if missing:
                 tasks.append(((name, part), (job, name, part)))
                 todo[(name, part)] = missing
@@ -279,7 +306,8 @@ def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *,
           profile: str | None = None, progress: bool = True, threads: int | None = None,
           project: str = "auto", overwrite: bool = False, momentum: float = 0.99,
           weights: str | None = None, warmup: int | None = None, method: str = "pinv",
-          invert_weights: str | None = None) -> StageResult:
+          invert_weights: str | None = None, peak_dbfs: float | None = None,
+          audio_format: str = "wav", subtype: str = "PCM_16") -> StageResult:
     """Reconstruct waveforms for every utterance of the store into ``out_dir``.
 
     ``source``: ``mag`` (what ``invert`` wrote), ``mel`` (the mel inverted in memory with
@@ -295,9 +323,15 @@ def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *,
     FGLA's (fgla, the warm-up of degli); ``weights``, ``warmup``: DeGLI's (:class:`AlgoOptions`).
     ``threads``: torch threads per worker (default: cores / workers). A resume keeps the wavs
     only when the store and every setting match the run that wrote them (``out_dir``'s run
-    record); ``overwrite`` removes this run's wavs first, and nothing else.
+    record); ``overwrite`` removes this run's wavs first, and nothing else. ``peak_dbfs``:
+    each output scaled so that its peak sits there (e.g. -1); without it the level is the
+    reconstruction's, and samples beyond full scale are clipped by the 16-bit write. Either
+    way ``out_dir/phase-report.csv`` holds each output's level and clipped fraction.
+    ``audio_format`` (wav, flac) and ``subtype`` (PCM_16, PCM_24, FLOAT): how outputs are
+    written; ``out_dir/wav.scp`` and ``manifest.jsonl`` list them.
     """
     t0 = time.perf_counter()
+    fmt = AudioFormat(audio_format, subtype)
     options = AlgoOptions(momentum=momentum, weights=weights, warmup=warmup)
     extra = options.for_algo(algo)
     check_route(algo, project, None, init)
@@ -314,9 +348,12 @@ def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *,
     marker = "mag" if source == "mag" else "extract"
     missing = store.incomplete(marker)
     if missing:
-        step = "pipeline invert" if source == "mag" else "pipeline extract --with-mag"
+        step = {"mag": "`pipeline invert` on it",
+                "true": "`pipeline extract --with-mag` again, the command that made it"
+                }.get(source, "`pipeline extract` again, the command that made it")
         raise UsageError(f"{store_path}: {len(missing)} shard(s) have no complete "
-                         f"'{SOURCES[source]}' yet; run `{step}` first")
+                         f"'{SOURCES[source]}' (shard {missing[0]} first); run {step}, which "
+                         "redoes only those")
     if algo == "degli":
         _check_degli(store, source, extra.get("weights"))
     if source == "true" and any(not store.shard_attrs(n).get("with_mag", True)
@@ -325,15 +362,16 @@ def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *,
                          "use --source mag, or re-extract with --with-mag")
     out = Path(out_dir)
     check_writable(out)
-    for stale in out.rglob(".tmp-*.wav"):     # left by a run killed mid-write
+    for stale in out.rglob(".tmp-*"):         # left by a run killed mid-write
         stale.unlink(missing_ok=True)
-    settings = PhaseSettings(algo, n_iter, source, init, project, seed, options, inverter)
+    settings = PhaseSettings(algo, n_iter, source, init, project, seed, options, inverter,
+                             peak_dbfs, fmt)
     mags = ({"in_memory": {k: v for k, v in inverter.record().items() if v is not None}}
             if source == "mel" else
             {n: {k: v for k, v in store.shard_attrs(n).get("mag", {}).items()
                  if k in ("method", "weights", "weights_sha256")} for n in store.shard_names()})
     entries = store.all_entries()
-    claim_output(out, settings.record(store, mags), [wav_path(out, e.id) for e in entries],
+    claim_output(out, settings.record(store, mags), [wav_path(out, e.id, fmt.suffix) for e in entries],
                  overwrite, sources=[e.source for e in entries])
     workers = workers_for(device, workers)
     threads = threads or threads_per_worker(workers, cluster, profile)
@@ -342,9 +380,14 @@ def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *,
     tasks, todo = plan_tasks(store, job, workers)
     started = {name for (name, _), _ in tasks}
     res = StageResult(store=out, skipped_shards=len(store.shard_names()) - len(started))
-    run_stage(phase_shard, tasks, res, stage="phase",
-              items_of=lambda key: part_items(store, key, batch_frames), label=_task_label,
-              failures_csv=out / "failures.csv", desc=f"phase ({algo}, {n_iter} it), utterances",
-              t0=t0, workers=workers, cluster=cluster, profile=profile, progress=progress,
-              sizes=todo)
+    results = run_stage(phase_shard, tasks, res, stage="phase",
+                        items_of=lambda key: part_items(store, key, batch_frames),
+                        label=_task_label, failures_csv=out / "failures.csv",
+                        desc=f"phase ({algo}, {n_iter} it), utterances", t0=t0, workers=workers,
+                        cluster=cluster, profile=profile, progress=progress, sizes=todo)
+    rows = [row for r in results if not r.error for row in r.value.get("rows", [])]
+    res.report, res.clipped = report_levels(out, "phase-report.csv", rows,
+                                            [e.id for e in entries], store.config.sample_rate,
+                                            fmt.suffix)
+    write_output_lists(out, [(e.id, wav_path(out, e.id, fmt.suffix)) for e in entries])
     return res

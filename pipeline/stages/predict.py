@@ -4,11 +4,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import soundfile as sf
 import torch
 
 from pipeline.config import AudioConfig
 from pipeline.dsp.mel import mel_spectrogram
-from pipeline.io.audio import AudioError, load, write_wav
+from pipeline.io.audio import AudioError, AudioFormat, load, write_wav
 from pipeline.io.results import check_writable, claim_file
 from pipeline.metrics.registry import MetricError, pesq_wb, stoi
 from pipeline.parallel.batching import resolve_device
@@ -24,24 +25,30 @@ def _is_record(path: Path) -> bool:
     return isinstance(d, dict) and {"input", "output", "config"} <= set(d)
 
 
-def check_outputs(stem: Path, audio: Path) -> None:
+def check_outputs(stem: Path, audio: Path, suffix: str = ".wav") -> None:
     """Refuse, before any work, to write over the input or over files an earlier predict did
-    not write: ``<stem>.json`` must be predict's record, and an existing ``<stem>.wav`` /
-    ``.png`` the output that record names."""
+    not write: ``<stem>.json`` must be predict's record, and an existing ``<stem><suffix>``
+    / ``.png`` the output that record names."""
     record = stem.with_suffix(".json")
     claim_file(record, [audio], _is_record, "prediction record")
     ours = (json.loads(record.read_text()).get("output") if record.exists() else None)
-    for suffix, what in ((".wav", "reconstruction"), (".png", "spectrogram picture")):
-        claim_file(stem.with_suffix(suffix), [audio],
-                   lambda p: ours is not None and Path(ours).resolve() == p.with_suffix(".wav").resolve(),
+    for ext, what in ((suffix, "reconstruction"), (".png", "spectrogram picture")):
+        claim_file(stem.with_suffix(ext), [audio],
+                   lambda p: ours is not None and Path(ours).resolve() == p.with_suffix(suffix).resolve(),
                    what)
 
 
 def predict(audio: str | Path, out: str | Path, cfg: AudioConfig, *, method: str = "pinv",
             weights: str | None = None, algo: str = "fgla", n_iter: int | None = None,
-            device: str = "auto", project: str = "auto") -> dict:
-    """Reconstruct ``audio`` from its mel; writes ``<stem>.wav``, ``.png`` and ``.json`` in ``out``."""
+            device: str = "auto", project: str = "auto", peak_dbfs: float | None = None,
+            audio_format: str = "wav", subtype: str = "PCM_16") -> dict:
+    """Reconstruct ``audio`` from its mel; writes ``<stem>.wav`` (``.flac`` with
+    ``audio_format``), ``.png`` and ``.json`` in ``out``."""
     audio, out = Path(audio), Path(out)
+    fmt = AudioFormat(audio_format, subtype)
+    if audio.suffix.lower() in (".npy", ".npz", ".pt"):
+        raise AudioError(f"{audio} is a mel file, not audio: vocode it with `pipeline vocode "
+                         f"{audio} --out DIR --preset NAME`")
     check_route(algo, project, cfg)
     inverter = resolve_inverter(method, weights, cfg)
     n_iter = n_iter if n_iter is not None else default_iters(algo, project, cfg)
@@ -52,7 +59,7 @@ def predict(audio: str | Path, out: str | Path, cfg: AudioConfig, *, method: str
                          f"needs at least one frame ({cfg.win_length} samples)")
     check_writable(out)
     stem = out / audio.stem
-    check_outputs(stem, audio)
+    check_outputs(stem, audio, fmt.suffix)
     with torch.inference_mode():
         mel = mel_spectrogram(torch.from_numpy(y)[None], cfg)[0].T.numpy()
     model = None
@@ -62,11 +69,14 @@ def predict(audio: str | Path, out: str | Path, cfg: AudioConfig, *, method: str
     mag = invert_frames([mel], cfg, method, model=model, device=dev)
     rec = reconstruct(mag, [len(y)], cfg, algo, n_iter=n_iter, device=dev, project=project,
                       mels=[mel])[0]
-    scores: dict = {"input": str(audio), "output": str(stem.with_suffix(".wav")), "config": cfg.name,
+    scores: dict = {"input": str(audio), "output": str(stem.with_suffix(fmt.suffix)), "config": cfg.name,
                     "method": method, "algo": algo, "iters": n_iter, "project": project}
     record = stem.with_suffix(".json")
     record.write_text(json.dumps(scores, indent=1) + "\n")   # first: names the files it owns
-    write_wav(stem.with_suffix(".wav"), rec, cfg.sample_rate)
+    level = write_wav(stem.with_suffix(fmt.suffix), rec, cfg.sample_rate, peak_dbfs, fmt)
+    scores.update(peak_dbfs=round(level.peak_dbfs, 2), clipped=round(level.clipped, 6),
+                  gain_db=round(level.gain_db, 2))
+    rec, _ = sf.read(str(stem.with_suffix(fmt.suffix)), dtype="float32")   # scored as written
     spectrogram_pair(y, rec, cfg.sample_rate, stem.with_suffix(".png"),
                      f"{audio.name}: {method} + {algo} {n_iter} ({project})")
     for name, fn in (("pesq_wb", pesq_wb), ("stoi", stoi)):

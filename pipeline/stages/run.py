@@ -48,7 +48,8 @@ def run(inputs: list[str | Path] | str | Path, out: str | Path, config: AudioCon
         n_iter: int | None = None, project: str = "auto", keep_mag: bool = False,
         score: bool = False, metrics: list[str] | None = None, workers: int = 1,
         cluster: str = "local", profile: str | None = None, device: str = "auto",
-        progress: bool = True, overwrite: bool = False) -> RunResult:
+        progress: bool = True, overwrite: bool = False, peak_dbfs: float | None = None,
+        audio_format: str = "wav", subtype: str = "PCM_16") -> RunResult:
     """Audio -> waveforms (and scores) in ``out``; see the module docstring for the layout.
     What it writes (``out/wav``, ``out/mels.zarr``) is left out of an input folder's search,
     so a re-run (the way to resume) never reads its own output as input."""
@@ -69,7 +70,8 @@ def run(inputs: list[str | Path] | str | Path, out: str | Path, config: AudioCon
                                     source="mag" if keep_mag else "mel", method=method,
                                     invert_weights=invert_weights, device=device,
                                     overwrite=overwrite, workers=workers, cluster=cluster,
-                                    profile=profile, progress=progress)
+                                    profile=profile, progress=progress, peak_dbfs=peak_dbfs,
+                                    audio_format=audio_format, subtype=subtype)
         if score:
             res.score = score_stage(wavs, out / "report.csv", store, metrics, workers=workers,
                                     cluster=cluster, profile=profile, progress=progress)

@@ -21,6 +21,52 @@ from pipeline.metrics.registry import METRICS, MetricError, default_metrics
 from pipeline.parallel.tasks import run_tasks
 
 LENGTH_TOLERANCE_S = 0.05
+# A hypothesis whose energy envelope matches its reference's best this far from lag 0,
+# clearly better than at lag 0, is delayed (or advanced): scored unaligned, STOI falls from
+# 0.98 to 0.4 at 40 ms. Flagged, or aligned with --align (as VERSA's and ESPnet's scoring do).
+# The envelope, not the waveform: a phase reconstruction's samples need not correlate with the
+# reference's at all (its phase is its own), its energy over time must.
+LAG_TOLERANCE_S = 0.005
+MAX_LAG_S = 0.5
+LAG_WINDOW_S = 30.0
+
+
+def _envelope(y: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Log energy over 4 ms windows every 1 ms (floored 60 dB below its peak, so digital
+    silence weighs no more than a quiet pause), mean removed."""
+    hop = max(1, sample_rate // 1000)
+    e = np.convolve(y.astype(np.float64) ** 2, np.ones(4 * hop) / (4 * hop), mode="same")[::hop]
+    e = np.log(e + e.max() * 1e-6 + 1e-12)
+    return e - e.mean()
+
+
+def find_lag(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> int:
+    """The lag (samples; > 0: the estimate is late) of the estimate against the reference:
+    the cross-correlation of their energy envelopes (first ``LAG_WINDOW_S`` seconds, within
+    ``+-MAX_LAG_S``, 1 ms steps), then refined to the sample by the waveforms' correlation
+    within a millisecond of it; 0 unless the envelope's peak is at least ``LAG_TOLERANCE_S``
+    away and clearly (3 %) above its zero-lag value (delays of 40 ms: 7-77 % above;
+    reconstructions of the test corpus at 5 iterations: < 0.5 %, within 4 ms)."""
+    from scipy.signal import correlate
+
+    n = int(LAG_WINDOW_S * sample_rate)
+    r, e = reference[:n], estimate[:n]
+    if not r.any() or not e.any():
+        return 0
+    hop = max(1, sample_rate // 1000)
+    c = correlate(_envelope(e, sample_rate), _envelope(r, sample_rate), mode="full", method="fft")
+    zero = len(_envelope(r, sample_rate)) - 1
+    m = int(MAX_LAG_S * 1000)
+    lo, hi = max(0, zero - m), min(len(c), zero + m + 1)
+    best = lo + int(np.argmax(c[lo:hi]))
+    if abs(best - zero) * hop < LAG_TOLERANCE_S * sample_rate or c[best] < 1.03 * max(c[zero], 1e-9):
+        return 0
+    coarse = (best - zero) * hop
+    # to the sample: the waveforms around the coarse lag (a copy's samples do correlate)
+    w = correlate(e.astype(np.float64), r.astype(np.float64), mode="full", method="fft")
+    mid = len(r) - 1 + coarse
+    a, b = max(0, mid - hop), min(len(w), mid + hop + 1)
+    return int(a + np.argmax(np.abs(w[a:b])) - (len(r) - 1))
 
 
 @dataclass
@@ -49,13 +95,28 @@ def references(ref: str | Path | None) -> tuple[dict[str, str], int | None]:
         return {e.id: e.source for e in s.all_entries()}, s.config.sample_rate
     if ref.is_dir():
         return {utterance_id(p, ref): str(p) for p in scan_folder(ref)}, None
-    raise InputError(f"--ref {ref}: neither a wav folder nor a pipeline store")
+    if ref.is_file() and ref.suffix in (".scp", ".jsonl"):
+        return audio_list(ref, "--ref"), None
+    raise InputError(f"--ref {ref}: neither a folder of audio, a wav.scp or manifest, nor a "
+                     "pipeline store")
+
+
+def audio_list(path: Path, option: str) -> dict[str, str]:
+    """id -> audio path of a Kaldi ``wav.scp`` (plain paths) or a JSONL manifest: what the
+    stages write beside their outputs."""
+    if path.suffix == ".jsonl":
+        from pipeline.io.manifest import read_manifest
+        return {u.id: u.path for u in read_manifest(path)}
+    from pipeline.io.manifest import read_wav_scp
+    return {u.id: u.path for u in read_wav_scp(path)}
 
 
 def hypotheses(hyp: str | Path) -> dict[str, str]:
     hyp = Path(hyp)
+    if hyp.is_file() and hyp.suffix in (".scp", ".jsonl"):
+        return audio_list(hyp, "--hyp")
     if not hyp.is_dir():
-        raise InputError(f"--hyp {hyp}: not a folder of wavs")
+        raise InputError(f"--hyp {hyp}: not a folder of wavs, a wav.scp or a manifest")
     return {utterance_id(p, hyp): str(p) for p in scan_folder(hyp, (".wav", ".flac"))}
 
 
@@ -67,16 +128,18 @@ def _native_rate(path: str) -> int:
 def empty_row(uid: str, ref_path: str | None, hyp_path: str | None, metrics: list[str],
               error: str = "") -> dict:
     """A row with every metric NaN (filled in by :func:`score_one`, or left so with ``error``)."""
-    row: dict = {"id": uid, "ref": ref_path or "", "hyp": hyp_path or "", "duration": math.nan,
-                 **{m: math.nan for m in metrics}}
+    row: dict = {"id": uid, "ref": ref_path or "", "hyp": hyp_path or "", "duration_s": math.nan,
+                 "lag_ms": math.nan, **{m: math.nan for m in metrics}}
     if error:
         row["error"] = error
     return row
 
 
 def score_one(uid: str, ref_path: str | None, hyp_path: str | None, metrics: list[str],
-              rate: int | None) -> dict:
-    """One row: every metric or NaN, and the reasons in ``error``."""
+              rate: int | None, align: bool = False) -> dict:
+    """One row: every metric or NaN, and the reasons in ``error``. A hypothesis delayed
+    against its reference (:func:`find_lag`) is flagged, or with ``align`` shifted into place
+    first; ``lag_ms`` reports the lag either way."""
     row = empty_row(uid, ref_path, hyp_path, metrics)
     errors = []
     if hyp_path is None:
@@ -93,8 +156,17 @@ def score_one(uid: str, ref_path: str | None, hyp_path: str | None, metrics: lis
     except AudioError as exc:
         row["error"] = str(exc)
         return row
-    row["duration"] = round(len(est) / sr, 4)
+    row["duration_s"] = round(len(est) / sr, 4)
     if refy is not None:
+        lag = find_lag(refy, est, sr)
+        row["lag_ms"] = round(1000 * lag / sr, 2)
+        if lag and not align:
+            row["error"] = (f"the hypothesis is {'late' if lag > 0 else 'early'} by "
+                            f"{abs(row['lag_ms']):g} ms against its reference (scored "
+                            "unaligned, every metric would be wrong): pass --align to shift "
+                            "it into place")
+            return row
+        est = est[lag:] if lag > 0 else np.concatenate([np.zeros(-lag, est.dtype), est])
         diff = abs(len(refy) - len(est))
         if diff > LENGTH_TOLERANCE_S * sr:
             row["error"] = (f"length mismatch: ref {len(refy) / sr:.3f} s vs hyp {len(est) / sr:.3f} s "
@@ -115,13 +187,13 @@ def score_one(uid: str, ref_path: str | None, hyp_path: str | None, metrics: lis
 
 
 def _score_chunk(items: list[tuple[str, str | None, str | None]], metrics: list[str],
-                 rate: int | None) -> list[dict]:
+                 rate: int | None, align: bool = False) -> list[dict]:
     import torch
     torch.set_num_threads(1)
     rows = []
     for uid, r, h in items:
         try:
-            rows.append(score_one(uid, r, h, metrics, rate))
+            rows.append(score_one(uid, r, h, metrics, rate, align))
         except Exception as exc:  # an unexpected bug in one item is reported, not spread
             rows.append(empty_row(uid, r, h, metrics,
                                   f"scoring crashed: {type(exc).__name__}: {exc}"))
@@ -159,7 +231,7 @@ def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
                             ("nan" if isinstance(v, float) else v)) for k, v in r.items()})
 
 
-ROW_COLUMNS = ["id", "ref", "hyp", "duration"]
+ROW_COLUMNS = ["id", "ref", "hyp", "duration_s"]
 SUMMARY_COLUMNS = ["metric", "unit", "mean", "median", "std", "count", "failures"]
 
 
@@ -177,7 +249,8 @@ def check_report_paths(out: Path, inputs: list[str | Path], plot: bool) -> None:
     replaced."""
     from pipeline.io.results import OutputError, claim_file, is_csv_with, is_png
 
-    claim_file(out, inputs, is_csv_with(ROW_COLUMNS), "score report")
+    # reports of earlier versions had "duration" (no unit): the same prefix recognises both
+    claim_file(out, inputs, is_csv_with(["id", "ref", "hyp", "duration"]), "score report")
     claim_file(summary_path(out), inputs, is_csv_with(SUMMARY_COLUMNS), "score summary")
     folder = plots_dir(out)
     if plot and folder.is_dir():
@@ -194,8 +267,10 @@ def check_report_paths(out: Path, inputs: list[str | Path], plot: bool) -> None:
 def score(hyp: str | Path, out: str | Path, ref: str | Path | None = None,
           metrics: list[str] | tuple[str, ...] | None = None, *, workers: int = 1,
           cluster: str = "local", profile: str | None = None, progress: bool = True,
-          plot: bool = False, chunk: int = 4) -> ScoreResult:
-    """Score every hypothesis (and every reference without one: 'missing hyp')."""
+          plot: bool = False, chunk: int = 4, align: bool = False) -> ScoreResult:
+    """Score every hypothesis (and every reference without one: 'missing hyp'); a
+    hypothesis without a reference gets the metrics that need none (DNSMOS). ``align``:
+    shift delayed hypotheses into place (else they are flagged)."""
     from pipeline.io.results import check_writable
 
     t0 = time.perf_counter()
@@ -211,13 +286,12 @@ def score(hyp: str | Path, out: str | Path, ref: str | Path | None = None,
     ids = sorted(set(hyps) | set(refs))
     if not ids:
         raise InputError(f"no audio found in --hyp {hyp}" + (f" or --ref {ref}" if ref else ""))
+    if ref is not None and hyps and refs and not set(hyps) & set(refs):
+        raise InputError(f"--ref {ref} and --hyp {hyp} share no utterance id (references like "
+                         f"{sorted(refs)[0]!r}, hypotheses like {sorted(hyps)[0]!r}): ids are "
+                         "file paths relative to each folder, without extension")
     items = [(i, refs.get(i), hyps.get(i)) for i in ids]
-    if ref is not None:
-        stray = [i for i in hyps if i not in refs]
-        items = [(i, r, h) for i, r, h in items if i not in stray]
-    else:
-        stray = []
-    tasks = [(k, (items[k:k + chunk], metrics, rate)) for k in range(0, len(items), chunk)]
+    tasks = [(k, (items[k:k + chunk], metrics, rate, align)) for k in range(0, len(items), chunk)]
     rows: list[dict] = []
     for res in run_tasks(_score_chunk, tasks, workers=workers, cluster=cluster, profile=profile,
                          desc="score", progress=progress):
@@ -226,11 +300,9 @@ def score(hyp: str | Path, out: str | Path, ref: str | Path | None = None,
                 rows.append(empty_row(uid, r, h, metrics, f"scoring crashed: {res.error}"))
         else:
             rows.extend(res.value)
-    for uid in stray:
-        rows.append(empty_row(uid, None, hyps[uid], metrics, "no reference with this id"))
     rows.sort(key=lambda r: r["id"])
     summary = summarise(rows, metrics)
-    _write_csv(out, rows, [*ROW_COLUMNS, *metrics, "error"])
+    _write_csv(out, rows, [*ROW_COLUMNS, "lag_ms", *metrics, "error"])
     summary_csv = summary_path(out)
     _write_csv(summary_csv, summary, SUMMARY_COLUMNS)
     result = ScoreResult(rows, summary, out, summary_csv, markdown(summary))

@@ -10,7 +10,13 @@ from pipeline.algorithms.joint import joint
 from pipeline.config import AudioConfig
 from pipeline.dsp.stft import FramePair
 from pipeline.errors import UsageError
-from pipeline.parallel.batching import PHASE_BATCH_FRAMES, buckets, for_each_batch, stack_frames
+from pipeline.parallel.batching import (
+    PHASE_BATCH_FRAMES,
+    buckets,
+    for_each_batch,
+    progress_share,
+    stack_frames,
+)
 from pipeline.synthesis.chunks import CHUNK_FRAMES, LONG_FRAMES, reconstruct_long
 from pipeline.synthesis.invert import mel_floor
 from pipeline.synthesis.route import ALGOS, AlgoOptions, check_route, resolve_project
@@ -57,14 +63,18 @@ def reconstruct(mags: list[np.ndarray], n_samples: list[int], cfg: AudioConfig, 
         gen = torch.Generator().manual_seed(seed + zlib.crc32(str(sorted(group)).encode()))
         if len(group) == 1 and mags[group[0]].shape[0] > long_frames:
             i = group[0]
-            out[i] = reconstruct_long(mags[i], None if mels is None else mels[i], n_samples[i],
-                                      cfg, run, init, gen, torch.device(device), chunk_frames)
+            chunks = -(-mags[i].shape[0] // chunk_frames)
+            with progress_share(1 / (chunks * max(n_iter, 1))):
+                out[i] = reconstruct_long(mags[i], None if mels is None else mels[i],
+                                          n_samples[i], cfg, run, init, gen,
+                                          torch.device(device), chunk_frames)
             return
         batch = stack_frames([mags[i] for i in group]).to(device)
         lengths = torch.tensor([n_samples[i] for i in group])
         mel = (stack_frames([mels[i] for i in group], fill).to(device)  # type: ignore[index]
                if is_joint else None)
-        x, pair = run(batch, mel, lengths, gen, init)
+        with progress_share(len(group) / max(n_iter, 1)):     # the batch's utterances
+            x, pair = run(batch, mel, lengths, gen, init)
         for i, y in zip(group, pair.crop(x, lengths.tolist())):
             out[i] = y.float().cpu().numpy()
 
