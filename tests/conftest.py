@@ -63,6 +63,14 @@ def assert_same_store(a: Path, b: Path) -> None:
         assert sa[n][1] == sb[n][1]
 
 
+def default_sigint() -> None:
+    """``preexec_fn`` for a child that must take Ctrl-C as a user's shell gives it: a run
+    started in the background of a non-interactive shell (CI, nohup) inherits SIGINT
+    ignored, and Python then installs no KeyboardInterrupt handler."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture(autouse=True)
 def _sigint_kept():
     """No test may leave this process's Ctrl-C handler changed: dask-jobqueue's import set it

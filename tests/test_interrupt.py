@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import default_sigint
 
 from pipeline.config import load_config
 from pipeline.dsp.mel import utterance_features
@@ -31,7 +32,7 @@ def test_ctrl_c_stops_between_iterations(tmp_path, wav_corpus):
     out = tmp_path / "w"
     p = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "phase", str(store), "--out",
                           str(out), "--iters", "20000", "-q"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+                         stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     deadline = time.time() + 60
     while time.time() < deadline and not (out / ".pipeline-run.json").exists():
         time.sleep(0.05)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import default_sigint
 
 from pipeline.config import load_config
 from pipeline.dsp.mel import mel_spectrogram
@@ -346,6 +347,7 @@ def test_ctrl_c_with_workers_ends_in_one_line_and_resumes(tmp_path, small_store,
     cmd = [sys.executable, "-m", "pipeline.cli", "phase", str(small_store), "--out", str(out),
            "--workers", "2", "--iters", "12000"]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=default_sigint,
                          start_new_session=True)
     import psutil  # a dependency of dask.distributed
     deadline = time.time() + 60  # until the forkserver runs (the workers come next)
@@ -402,7 +404,8 @@ def test_slurm_support_keeps_the_ctrl_c_handler():
     code = ("import signal; from pipeline.parallel.cluster import _slurm_cluster_class; "
             "_slurm_cluster_class(); import dask_jobqueue; "
             "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       preexec_fn=default_sigint)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "True"
 
