@@ -160,13 +160,14 @@ class Level:
 
 
 def to_integers(y: np.ndarray, subtype: str) -> np.ndarray:
-    """Float samples -> the integers a PCM file stores, rounded and clipped here, so that every
-    container holds the same samples (libsndfile's own conversion rounds differently for wav
-    and flac): PCM_16 as int16; PCM_24 as int32 whose top 24 bits are the sample."""
+    """Float samples -> the integers a PCM file stores, converted and clipped here, so that
+    every container holds the same samples (libsndfile floors for wav and rounds for flac):
+    ``floor(y * 2^(bits-1))``, as every wav this tool wrote before; PCM_16 as int16, PCM_24 as
+    int32 whose top 24 bits are the sample."""
     bits = 16 if subtype == "PCM_16" else 24
     full = float(1 << (bits - 1))
     q = np.multiply(y, np.float32(full), dtype=np.float32)   # exact: float32 holds 24 bits
-    np.round(q, out=q)
+    np.floor(q, out=q)
     np.clip(q, -full, full - 1, out=q)
     return q.astype(np.int16) if bits == 16 else (q.astype(np.int32) << 8)
 
