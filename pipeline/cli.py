@@ -179,7 +179,7 @@ def prepare(
                                  "or speed (perturbed copies of --manifest)."),
     out: Path = typer.Option(Path("data"), "--out", "-o",
                              help="pocketsphinx: manifest path; otherwise a folder for manifests (+ wavs)."),
-    languages: str = typer.Option("en,fr,es", help="asterisk: comma-separated languages."),
+    languages: str = typer.Option("en,fr,es", help="asterisk: comma-separated languages (en, fr, es: the training voices; ru, it: held out of training, for evaluation)."),
     manifest: Optional[Path] = typer.Option(None, help="speed: the manifest to perturb."),
     factors: str = typer.Option("0.9,1.1", help="speed: comma-separated speed factors."),
     voices: str = typer.Option("all", help="festival: comma-separated voices (kal, ked, cs-dita, "

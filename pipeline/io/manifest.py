@@ -251,6 +251,12 @@ def _wav_scp(scp: Path) -> tuple[list[Utterance], list[Failure]]:
                                     f"end' with rec_id in {scp.name} (got {line!r})")
             items.append((parts[0], Path(segment_source(recs[parts[1]], float(parts[2]),
                                                         float(parts[3])))))
+    return describe_all(items)
+
+
+def describe_all(items: Iterable[tuple[str, Path]]) -> tuple[list[Utterance], list[Failure]]:
+    """``(id, path)`` pairs -> utterances, and failures for ids that cannot name an output
+    file (:func:`check_id`) or files that cannot be read."""
     utts, fails = [], []
     for uid, p in items:
         why = check_id(uid)
@@ -304,7 +310,7 @@ def read_lhotse(path: str | Path) -> tuple[list[Utterance], list[Failure]]:
     else:
         raise ManifestError(f"{path}: a lhotse {type(manifest).__name__}; give a RecordingSet "
                             "or a CutSet (supervisions need their recordings)")
-    utts, fails = [], []
+    fails, found = [], []
     for uid, rec, start, end in spans:
         sources = list(getattr(rec, "sources", []) or [])
         if rec is None or len(sources) != 1 or sources[0].type != "file":
@@ -315,15 +321,9 @@ def read_lhotse(path: str | Path) -> tuple[list[Utterance], list[Failure]]:
         src = Path(sources[0].source)
         whole = start is None or (start <= 0 and end is not None
                                   and abs(end - rec.duration) < 1e-6)   # type: ignore[attr-defined]
-        target = src if whole else Path(segment_source(src, start or 0.0, end or 0.0))
-        why = check_id(uid)
-        if why:
-            fails.append(Failure(uid, str(src), "manifest", f"id {uid!r} {why}; ids become "
-                                 "file names under --out"))
-            continue
-        u, f = describe(target, uid)
-        utts.append(u) if u is not None else fails.append(f)  # type: ignore[arg-type]
-    return utts, fails
+        found.append((uid, src if whole else Path(segment_source(src, start or 0.0, end or 0.0))))
+    utts, bad = describe_all(found)
+    return utts, fails + bad
 
 
 def write_output_lists(folder: Path, outputs: list[tuple[str, Path]]) -> tuple[Path, Path]:

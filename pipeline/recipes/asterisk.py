@@ -14,7 +14,7 @@ from pipeline.recipes._common import Prepared, decode_g722, finish, need
 
 ASTERISK_DIR = Path("/usr/share/asterisk/sounds")
 ASTERISK_VOICES = {"en": "en_US_f_Allison", "fr": "fr_CA_f_June", "es": "es_MX_f_Allison",
-                   "ru": "ru_RU_f_IvrvoiceRU"}
+                   "ru": "ru_RU_f_IvrvoiceRU", "it": "it_IT_m_Carlo"}
 PROMPT_TEXTS = Path("/usr/share/doc")   # asterisk-core-sounds-LANG/core-sounds-LANG.txt.gz
 
 
