@@ -263,7 +263,10 @@ def admm_iterate(spec: torch.Tensor, target: MelTarget, pair: FramePair, n_iter:
         YV = Y.add_(V)                                           # Y is rebuilt below
         AYV = torch.matmul(YV, A.T)
         W = torch.matmul(target.goal(AYV).sub_(AYV), KT).add_(YV)    # addmm is 20x slower here
-        Z = pair.stft(pair.istft(X + U))
+        # each item's own frames only: the frames of a shorter item's batch padding would
+        # otherwise take the spill of its last frames into U every iteration, unbounded (an
+        # item of a padded batch diverged to NaN within 50 iterations on held-out prompts)
+        Z = pair.own_frames(pair.stft(pair.istft(X + U)))
         Y = torch.sub(W, V).mul_(rho).add_(xmag).div_(1 + rho).clamp_min_(0)
         U.add_(X).sub_(Z)
         V.add_(Y).sub_(W)
