@@ -43,6 +43,15 @@ def store80(tmp_path_factory, corpus_manifest):
     return out
 
 
+def copy_recordings(utts, folder: Path) -> Path:
+    """The test corpus's wavs ``utts`` copied into ``folder``: a user's folder of recordings."""
+    import shutil
+    folder.mkdir(parents=True, exist_ok=True)
+    for u in utts:
+        shutil.copy(u.path, folder / Path(u.path).name)
+    return folder
+
+
 def snapshot(path: Path, arrays=("mel", "mag_true")) -> dict:
     """Every shard's arrays and attributes: two stores are identical when snapshots are."""
     s = Store(path)

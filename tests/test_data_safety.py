@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import copy_recordings
 
 from pipeline.config import load_config
 from pipeline.io.audio import load
@@ -23,11 +24,7 @@ CFG = load_config("mel80-16k")
 @pytest.fixture()
 def recordings(tmp_path, wav_corpus):
     """Two real recordings in a folder of the user's (``mc4/``)."""
-    d = tmp_path / "mc4"
-    d.mkdir()
-    for u in wav_corpus[:2]:
-        shutil.copy(u.path, d / Path(u.path).name)
-    return d
+    return copy_recordings(wav_corpus[:2], tmp_path / "mc4")
 
 
 def contents(folder: Path) -> dict[str, bytes]:

@@ -2,14 +2,13 @@
 what is on disk, and the same command finishes after space is freed. Needs a small tmpfs
 (root); skipped with the reason where it cannot be mounted."""
 import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import copy_recordings
 
 from pipeline.config import load_config
 from pipeline.stages.extract import extract
@@ -43,10 +42,7 @@ def cli(*args) -> subprocess.CompletedProcess:
 
 def test_phase_on_a_full_disk_says_so_and_resumes(tmp_path, wav_corpus, tiny_disk):
     mnt, resize = tiny_disk
-    corpus = tmp_path / "c"
-    corpus.mkdir()
-    for u in wav_corpus:
-        shutil.copy(u.path, corpus / Path(u.path).name)
+    corpus = copy_recordings(wav_corpus, tmp_path / "c")
     store = tmp_path / "s.zarr"
     assert extract(corpus, store, load_config("mel80-16k"), progress=False).ok
     out = mnt / "wav"
@@ -69,10 +65,7 @@ def test_phase_on_a_full_disk_says_so_and_resumes(tmp_path, wav_corpus, tiny_dis
 
 def test_extract_on_a_full_disk_says_so_and_resumes(tmp_path, wav_corpus, tiny_disk):
     mnt, resize = tiny_disk
-    corpus = tmp_path / "c"
-    corpus.mkdir()
-    for u in wav_corpus:
-        shutil.copy(u.path, corpus / Path(u.path).name)
+    corpus = copy_recordings(wav_corpus, tmp_path / "c")
     store = mnt / "s.zarr"
     r = cli("extract", corpus, "--out", store, "--with-mag", "--shard-seconds", "5")
     assert r.returncode == 3, r.stderr

@@ -2,7 +2,6 @@
 audio: ESPnet/Kaldi scp + ark (kaldiio), ParallelWaveGAN-style HDF5 dumps (h5py), lhotse
 manifests (lhotse), Kaldi wav.scp; FLAC outputs and the lists written beside them."""
 import json
-import shutil
 from pathlib import Path
 
 import h5py
@@ -10,7 +9,7 @@ import kaldiio
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import assert_same_store
+from conftest import assert_same_store, copy_recordings
 
 from pipeline.config import load_config
 from pipeline.dsp.mel import utterance_features
@@ -105,11 +104,7 @@ def test_parallel_wavegan_h5_dumps_with_their_stats(tmp_path, tts):
 
 @pytest.fixture()
 def folder(tmp_path, wav_corpus):
-    d = tmp_path / "corpus"
-    d.mkdir()
-    for u in wav_corpus[:3]:
-        shutil.copy(u.path, d / Path(u.path).name)
-    return d
+    return copy_recordings(wav_corpus[:3], tmp_path / "corpus")
 
 
 def test_run_over_a_lhotse_recording_set_and_a_wav_scp_gives_the_folders_store(tmp_path, folder):

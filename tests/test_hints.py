@@ -5,12 +5,12 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import copy_recordings
 
 from pipeline.config import load_config
 from pipeline.dsp.mel import utterance_features
@@ -34,11 +34,7 @@ def cli(*args, cwd=None) -> subprocess.CompletedProcess:
 
 @pytest.fixture()
 def recordings(tmp_path, wav_corpus):
-    d = tmp_path / "rec"
-    d.mkdir()
-    for u in wav_corpus[:3]:
-        shutil.copy(u.path, d / Path(u.path).name)
-    return d
+    return copy_recordings(wav_corpus[:3], tmp_path / "rec")
 
 
 def test_batch_of_one_frames_first_and_grad_tensors_vocode(tmp_path, wav_corpus):

@@ -1,15 +1,13 @@
 """Ctrl-C stops a run between iterations, not after the current batch, and writes nothing
 after it; progress moves within long items (each test failed before its fix)."""
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import default_sigint
+from conftest import copy_recordings, default_sigint
 
 from pipeline.config import load_config
 from pipeline.dsp.mel import utterance_features
@@ -23,10 +21,7 @@ from pipeline.synthesis import reconstruct
 def test_ctrl_c_stops_between_iterations(tmp_path, wav_corpus):
     """It waited for the batches on other threads to finish their iterations (55 s at
     --iters 20000) and wrote their wavs after the interrupt."""
-    corpus = tmp_path / "c"
-    corpus.mkdir()
-    for u in wav_corpus[:4]:
-        shutil.copy(u.path, corpus / Path(u.path).name)
+    corpus = copy_recordings(wav_corpus[:4], tmp_path / "c")
     store = tmp_path / "s.zarr"
     assert extract(corpus, store, load_config("mel80-16k"), progress=False).ok
     out = tmp_path / "w"
