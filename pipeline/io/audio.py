@@ -154,9 +154,11 @@ class Level:
     clipped: float
     gain_db: float = 0.0
 
-    @property
-    def is_clipped(self) -> bool:
-        return self.clipped > CLIPPED_FRACTION
+
+def clipped_ids(rows: list[dict]) -> list[str]:
+    """The ids of a run report's rows (``clipped``: the fraction, as written or read back)
+    whose outputs clipped."""
+    return [r["id"] for r in rows if float(r["clipped"]) > CLIPPED_FRACTION]
 
 
 def to_integers(y: np.ndarray, subtype: str) -> np.ndarray:

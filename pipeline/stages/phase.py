@@ -15,7 +15,7 @@ import soundfile as sf
 import torch
 
 from pipeline.errors import UsageError
-from pipeline.io.audio import CLIPPED_FRACTION, AudioFormat, Level, file_level, write_wav
+from pipeline.io.audio import AudioFormat, Level, clipped_ids, file_level, write_wav
 from pipeline.io.manifest import write_output_lists
 from pipeline.io.results import Failure, StageResult, check_writable, claim_output, write_report
 from pipeline.io.store import Entry, Store, store_items
@@ -89,7 +89,7 @@ def report_levels(out: Path, name: str, rows: list[dict], ids: list[str], sample
         return level_row(uid, sf.info(str(p)).frames / sample_rate, file_level(p))
 
     path, all_rows = write_report(out / name, rows, ids, from_file)
-    return path, [r["id"] for r in all_rows if float(r["clipped"]) > CLIPPED_FRACTION]
+    return path, clipped_ids(all_rows)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import torch
 
 from pipeline.config import AudioConfig
 from pipeline.dsp.mel import compress, mel_spectrogram
-from pipeline.io.audio import CLIPPED_FRACTION, AudioFormat, file_level, write_wav
+from pipeline.io.audio import AudioFormat, clipped_ids, file_level, write_wav
 from pipeline.io.manifest import check_id, write_output_lists
 from pipeline.io.mels import MelError, MelStats, find_mels, load_stats, mel_shape, read_mel
 from pipeline.io.results import Failure, StageResult, check_writable, claim_output, write_report
@@ -336,6 +336,6 @@ def vocode(src: str | Path, out: str | Path, cfg: AudioConfig, *, method: str = 
                                         level_only)
     l1 = [float(r["roundtrip_mel_l1"]) for r in all_rows]
     res.mel_l1_mean = float(np.nanmean(l1)) if l1 and not np.isnan(l1).all() else math.nan
-    res.clipped = [r["id"] for r in all_rows if float(r["clipped"]) > CLIPPED_FRACTION]
+    res.clipped = clipped_ids(all_rows)
     write_output_lists(out, [(u, out / f"{u}{fmt.suffix}") for u, _ in items])
     return res
