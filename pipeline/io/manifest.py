@@ -207,11 +207,16 @@ def write_manifest(utts: Iterable[Utterance], path: str | Path,
     return path
 
 
-def _scp_path(value: str, scp: Path) -> Path:
-    """A path in a scp line: as written (relative to where the recipe ran), else relative to
-    the scp's folder."""
+def listed_path(value: str, listing: Path, above: bool = True) -> Path | None:
+    """A path named in a list file (a Kaldi/ESPnet scp): as written (relative to where the
+    recipe ran), else relative to the list's folder or (``above``) one above it (ESPnet
+    writes feature paths relative to the recipe's directory, above ``dump/``); None when
+    none exists."""
     p = Path(value)
-    return p if p.is_absolute() or p.exists() else scp.parent / p
+    if p.is_absolute() or p.exists():
+        return p
+    bases = (listing.parent, *listing.parent.parents) if above else (listing.parent,)
+    return next((base / p for base in bases if (base / p).exists()), None)
 
 
 def read_wav_scp(scp: str | Path) -> list[Utterance]:
@@ -237,7 +242,8 @@ def _wav_scp(scp: Path) -> tuple[list[Utterance], list[Failure]]:
                                 f"{uid}.wav) and list the files")
         if not value:
             raise ManifestError(f"{scp}:{n}: a wav.scp line is 'id path' (got {line!r})")
-        recs[uid] = _scp_path(value, scp)
+        # missing: described (and reported) as such
+        recs[uid] = listed_path(value, scp, above=False) or scp.parent / value
     items: list[tuple[str, Path]] = [(uid, p) for uid, p in recs.items()]
     segments = scp.with_name("segments")
     if segments.is_file():

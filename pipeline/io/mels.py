@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.io.manifest import listed_path
 
 MEL_EXTENSIONS = (".npy", ".npz", ".pt", ".h5", ".hdf5")
 _MAGIC = {".npy": (b"\x93NUMPY", "numpy.save"), ".npz": (b"PK", "numpy.savez"),
@@ -112,16 +113,13 @@ def mel_shape(source: str) -> tuple[int, ...]:
 
 
 def _resolve(value: str, scp: Path) -> str:
-    """A path in a scp line, as written (relative to where the recipe ran) or, failing that,
-    relative to the scp's folder and its parents (ESPnet writes paths relative to the recipe's
-    directory, above ``dump/``)."""
+    """A path or ark reference in a scp line, absolute (:func:`listed_path`); refused when
+    the file is nowhere."""
     ark = _ark_reference(value)
     path, rest = (ark, value[len(ark):]) if ark is not None else (value, "")
-    if Path(path).is_absolute() or Path(path).exists():
-        return str(Path(path).resolve()) + rest
-    for base in (scp.parent, *scp.parent.parents):
-        if (base / path).exists():
-            return str((base / path).resolve()) + rest
+    found = listed_path(path, scp)
+    if found is not None:
+        return str(found.resolve()) + rest
     raise MelError(f"{scp}: {path} (named there) not found, neither from here nor from the scp's "
                    "folder or those above it; run from the recipe's directory")
 
