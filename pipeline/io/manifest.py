@@ -16,7 +16,7 @@ from typing import Iterable
 
 from pipeline.errors import PipelineError
 from pipeline.io.audio import AUDIO_EXTENSIONS, AudioError, info
-from pipeline.io.results import Failure, claim_file, first_line
+from pipeline.io.results import Failure, atomic_open, claim_file, first_line
 
 
 class ManifestError(PipelineError, ValueError):
@@ -201,9 +201,8 @@ def write_manifest(utts: Iterable[Utterance], path: str | Path,
     existing file that is not a manifest (:func:`pipeline.io.results.claim_file`)."""
     path = claim_file(path, list(inputs), is_manifest, "manifest")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(u.to_json() + "\n" for u in utts), encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_open(path) as fh:
+        fh.write("".join(u.to_json() + "\n" for u in utts))
     return path
 
 
@@ -339,9 +338,8 @@ def write_output_lists(folder: Path, outputs: list[tuple[str, Path]]) -> tuple[P
     duration), for the ``(id, path)`` outputs that exist; both written atomically."""
     utts = [u for uid, p in outputs if p.exists() for u in [describe(p, uid)[0]] if u is not None]
     scp = folder / "wav.scp"
-    tmp = scp.with_name(scp.name + ".tmp")
-    tmp.write_text("".join(f"{u.id} {u.path}\n" for u in utts), encoding="utf-8")
-    os.replace(tmp, scp)
+    with atomic_open(scp) as fh:
+        fh.write("".join(f"{u.id} {u.path}\n" for u in utts))
     return scp, write_manifest(utts, folder / "manifest.jsonl")
 
 

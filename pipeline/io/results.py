@@ -1,10 +1,12 @@
 """What a stage returns, and the failures CSV it leaves beside its output."""
 from __future__ import annotations
 
+import contextlib
 import csv
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence, TextIO
 
 from pipeline.errors import PipelineError
 from pipeline.io.audio import AUDIO_EXTENSIONS
@@ -38,6 +40,20 @@ def check_writable(folder: str | Path) -> None:
         reason = "permission denied" if isinstance(exc, PermissionError) else exc.strerror or exc
         raise OutputError(f"cannot write to {folder}: {reason}; choose another output location"
                           ) from None
+
+
+@contextlib.contextmanager
+def atomic_open(path: Path) -> Iterator[TextIO]:
+    """A text file written whole or not at all: into ``PATH.tmp``, renamed over ``path`` when
+    the block ends, removed when it raises (a crash or a full disk never leaves half a file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            yield fh
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 RUN_FILE = ".pipeline-run.json"
@@ -74,7 +90,6 @@ def claim_output(folder: str | Path, record: dict, outputs: list[Path], overwrit
       or not.
     Raises :class:`OutputError`; the CLI prints it in one line."""
     import json
-    import os
 
     folder = Path(folder)
     path = folder / RUN_FILE
@@ -98,9 +113,8 @@ def claim_output(folder: str | Path, record: dict, outputs: list[Path], overwrit
             raise OutputError(f"{folder} holds the output of another run ({record_diff(old, record)}); "
                               "resume with the same settings, pass --overwrite to replace those "
                               "files, or choose another --out")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    with atomic_open(path) as fh:
+        fh.write(json.dumps(record, indent=1, sort_keys=True))
 
 
 def record_diff(old: dict, new: dict, limit: int = 4) -> str:
@@ -209,8 +223,6 @@ def write_report(path: Path, rows: list[dict], ids: list[str],
     """The per-item report of a run's outputs ``ids``: this run's ``rows``, then the rows an
     earlier (interrupted) run of the same folder wrote for the others, then ``missing(id)``
     for outputs no row describes (None: no output). Written atomically, sorted by id."""
-    import os
-
     have: dict[str, dict] = {r["id"]: r for r in rows}
     if path.exists():
         with path.open(newline="", encoding="utf-8") as fh:
@@ -224,33 +236,23 @@ def write_report(path: Path, rows: list[dict], ids: list[str],
     if not out:
         path.unlink(missing_ok=True)
         return None, []
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
+    with atomic_open(path) as fh:
         w = csv.DictWriter(fh, fieldnames=list(out[0]), extrasaction="ignore")
         w.writeheader()
         w.writerows(out)
-    os.replace(tmp, path)
     return path, out
 
 
 def write_failures(failures: list[Failure], path: Path) -> Path | None:
     """Failures CSV beside the store (removed when a re-run has none left)."""
-    import os
-
     if not failures:
         path.unlink(missing_ok=True)
         return None
-    tmp = path.with_name(path.name + ".tmp")      # atomic: never a half-written list
-    try:
-        with tmp.open("w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            w.writerow(["id", "path", "stage", "reason"])
-            for f in failures:
-                w.writerow([f.id, f.path, f.stage, f.reason])
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "path", "stage", "reason"])
+        for f in failures:
+            w.writerow([f.id, f.path, f.stage, f.reason])
     return path
 
 
