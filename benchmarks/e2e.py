@@ -12,11 +12,17 @@ ids (13: 10.1 min). Three figures:
 2. phase alone, FGLA 100 on the true magnitudes: ``pipeline phase --source true --iters 100``
    vs ``librosa.griffinlim(n_iter=100, momentum=0.99)`` per utterance;
 3. the store of the default route (``extract``: the mel only) against the 16-bit PCM size of
-   its audio.
+   its audio;
+4. (``--jobs default``) the default route, ``pipeline phase STORE --source mel`` (pinv + joint
+   mel inversion, its default iterations), and the same with each of ``--variant`` (e.g.
+   ``"--tol 0.03"``), against ``mel_to_audio(n_iter=100)``.
 
-PESQ-WB of the first copy of the corpus (14 utterances) is printed beside each route.
+PESQ-WB of the first copy of the corpus (14 utterances; with ``--manifest``, of every
+utterance) is printed beside each route.
 
     .venv/bin/python benchmarks/e2e.py [--repeat 13] [--workers 1] [--rounds 3] [--tag NAME]
+    .venv/bin/python benchmarks/e2e.py --manifest data/heldout-10min.jsonl --jobs default \
+        --variant "--iters 800" --variant "--tol 0.03" --tag heldout
 
 ``--rounds N``: each comparison runs N times, ours and the peer alternated (each into a fresh
 folder), and the medians are compared: this VM moves single timings by +-10 %.
@@ -74,30 +80,46 @@ def timed(cmd: list[str]) -> float:
     return time.perf_counter() - t
 
 
-def first_copy_pesq(store: Store, wavs: Path) -> float:
+def first_copy_pesq(store: Store, wavs: Path, every: bool = False) -> float:
     scores = []
     for e in store.all_entries():
-        if e.id.startswith("r0/"):
+        if every or e.id.startswith("r0/"):
             ref = load(e.source, store.config.sample_rate)
             scores.append(pesq(16000, ref, load(wavs / f"{e.id}.wav", 16000), "wb"))
     return round(float(np.mean(scores)), 3)
 
 
 def compare(ours_cmd: list[str], peer_cmd: list[str], what: str, tmp: Path, rounds: int,
-            audio: float, store: Store) -> dict:
+            audio: float, store: Store, every: bool = False) -> dict:
     """``rounds`` alternated runs of ours (``... --out DIR``) and the peer (``... DIR what``);
     median seconds, their ratio, and PESQ-WB of the last round's wavs."""
-    ours, peer = [], []
+    return compare_many({"ours": ours_cmd}, peer_cmd, what, tmp, rounds, audio, store,
+                        every)["ours"]
+
+
+def compare_many(ours: dict[str, list[str]], peer_cmd: list[str], what: str, tmp: Path,
+                 rounds: int, audio: float, store: Store, every: bool = False) -> dict:
+    """:func:`compare` for several of our commands, each round running all of them and the
+    peer in turn; per command its figures against the peer's."""
+    times: dict[str, list[float]] = {k: [] for k in ours}
+    peer = []
     for r in range(rounds):
-        ours.append(timed([*ours_cmd, "--out", str(tmp / f"ours{r}")]))
+        for k, cmd in ours.items():
+            times[k].append(timed([*cmd, "--out", str(tmp / f"{k}{r}")]))
         peer.append(timed([*peer_cmd, str(tmp / f"peer{r}"), what]))
-    o, p = statistics.median(ours), statistics.median(peer)
-    return {"ours_seconds": round(o, 2), "librosa_seconds": round(p, 2),
-            "ours_rounds": [round(x, 2) for x in ours], "librosa_rounds": [round(x, 2) for x in peer],
-            "ours_rtf": round(o / audio, 4), "librosa_rtf": round(p / audio, 4),
-            "speedup": round(p / o, 2),
-            "pesq_wb_ours": first_copy_pesq(store, tmp / f"ours{rounds - 1}"),
-            "pesq_wb_librosa": first_copy_pesq(store, tmp / f"peer{rounds - 1}")}
+    p = statistics.median(peer)
+    p_pesq = first_copy_pesq(store, tmp / f"peer{rounds - 1}", every)
+    out = {}
+    for k in ours:
+        o = statistics.median(times[k])
+        out[k] = {"ours_seconds": round(o, 2), "librosa_seconds": round(p, 2),
+                  "ours_rounds": [round(x, 2) for x in times[k]],
+                  "librosa_rounds": [round(x, 2) for x in peer],
+                  "ours_rtf": round(o / audio, 4), "librosa_rtf": round(p / audio, 4),
+                  "speedup": round(p / o, 2),
+                  "pesq_wb_ours": first_copy_pesq(store, tmp / f"{k}{rounds - 1}", every),
+                  "pesq_wb_librosa": p_pesq}
+    return out
 
 
 def main() -> None:
@@ -106,17 +128,25 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--tag", default="", help="suffix of the results file (e.g. the machine)")
+    ap.add_argument("--manifest", default="", help="this corpus instead of the repeated test corpus")
+    ap.add_argument("--jobs", nargs="+", default=["mel_to_wav", "phase_fgla100"],
+                    choices=["mel_to_wav", "phase_fgla100", "default"])
+    ap.add_argument("--variant", action="append", default=[],
+                    help="--jobs default: options of a further run of the default route")
     a = ap.parse_args()
     out: dict = {}
+    every = bool(a.manifest)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        manifest = write_manifest(repeated(a.repeat), tmp / "corpus.jsonl")
+        manifest = (Path(a.manifest) if a.manifest else
+                    write_manifest(repeated(a.repeat), tmp / "corpus.jsonl"))
         lean, full = tmp / "lean.zarr", tmp / "full.zarr"
         j = ["--workers", str(a.workers), "-q"]
         out["extract_seconds"] = round(timed([*PIPELINE, "extract", str(manifest), "--out",
                                               str(lean), *j]), 2)
-        subprocess.run([*PIPELINE, "extract", str(manifest), "--out", str(full), "--with-mag",
-                        *j], check=True, stdout=subprocess.DEVNULL)
+        if "phase_fgla100" in a.jobs:
+            subprocess.run([*PIPELINE, "extract", str(manifest), "--out", str(full),
+                            "--with-mag", *j], check=True, stdout=subprocess.DEVNULL)
         store = Store(lean)
         audio = sum(e.n_samples for e in store.all_entries()) / store.config.sample_rate
         pcm = 2 * sum(e.n_samples for e in store.all_entries())
@@ -125,15 +155,26 @@ def main() -> None:
                    store_vs_pcm=round(size / pcm, 3))
         print(out, flush=True)
 
-        ours_cmd = [*PIPELINE, "phase", str(lean), "--source", "mel", "--method", "model",
-                    "--project", "mag", "--iters", "100", *j]
-        out["mel_to_wav"] = compare(ours_cmd, [sys.executable, "-c", PEER, str(lean)], "mel",
-                                    tmp / "mel", a.rounds, audio, store)
-        print(out["mel_to_wav"], flush=True)
-        ours_cmd = [*PIPELINE, "phase", str(full), "--source", "true", "--iters", "100", *j]
-        out["phase_fgla100"] = compare(ours_cmd, [sys.executable, "-c", PEER, str(full)], "true",
-                                       tmp / "gl", a.rounds, audio, Store(full))
-        print(out["phase_fgla100"], flush=True)
+        if "mel_to_wav" in a.jobs:
+            ours_cmd = [*PIPELINE, "phase", str(lean), "--source", "mel", "--method", "model",
+                        "--project", "mag", "--iters", "100", *j]
+            out["mel_to_wav"] = compare(ours_cmd, [sys.executable, "-c", PEER, str(lean)], "mel",
+                                        tmp / "mel", a.rounds, audio, store, every)
+            print(out["mel_to_wav"], flush=True)
+        if "phase_fgla100" in a.jobs:
+            ours_cmd = [*PIPELINE, "phase", str(full), "--source", "true", "--iters", "100", *j]
+            out["phase_fgla100"] = compare(ours_cmd, [sys.executable, "-c", PEER, str(full)],
+                                           "true", tmp / "gl", a.rounds, audio, Store(full), every)
+            print(out["phase_fgla100"], flush=True)
+        if "default" in a.jobs:
+            base = [*PIPELINE, "phase", str(lean), "--source", "mel", *j]
+            ours = {"default": base, **{f"v{i}": [*base, *v.split()]
+                                        for i, v in enumerate(a.variant)}}
+            res = compare_many(ours, [sys.executable, "-c", PEER, str(lean)], "mel",
+                               tmp / "default", a.rounds, audio, store, every)
+            out["default_route"] = {("default" if k == "default" else a.variant[int(k[1:])]): v
+                                    for k, v in res.items()}
+            print(out["default_route"], flush=True)
     save_results(f"e2e-workers{a.workers}" + (f"-{a.tag}" if a.tag else ""), out)
 
 

@@ -10,7 +10,7 @@ from pipeline.dsp.spectral import spectral_convergence
 from pipeline.io.audio import load
 from pipeline.metrics.registry import pesq_wb
 from pipeline.stages.phase import phase
-from pipeline.synthesis import invert_frames, reconstruct
+from pipeline.synthesis import AlgoOptions, invert_frames, reconstruct
 
 PRESETS = ["espnet-22k", "hifigan-22k", "librosa-22k", "mel250-16k", "mel80-16k", "torchaudio-16k"]
 
@@ -160,6 +160,75 @@ def test_admm_items_of_a_padded_batch_are_what_they_are_alone(speech16):
         alone = reconstruct([s], [k], cfg, "admm", n_iter=300, mels=[m])[0]
         assert np.isfinite(b).all()
         assert 10 * np.log10(np.sum(alone ** 2) / max(np.sum((alone - b) ** 2), 1e-30)) > 100
+
+
+def test_converged_items_stop_and_leave_the_batch(speech16):
+    """``tol``: each item stops at the check where its log-mel error stalled, leaves the batch,
+    and is what it is alone (the same iterations, the same samples); the others go on; the
+    iterations each item ran are returned; ``tol = 0`` runs every iteration."""
+    cfg = load_config("mel80-16k")
+    _, mels = features(speech16, cfg)
+    start = invert_frames(mels, cfg, "pinv")
+    n = [len(y) for y in speech16]
+    opts = AlgoOptions(tol=0.03)
+    ran: list[int] = []
+    both = reconstruct(start, n, cfg, "fgla", n_iter=800, project="mel", mels=mels,
+                       options=opts, iterations=ran, batch_frames=10 ** 6)
+    assert all(0 < k < 800 and k % 100 == 0 for k in ran), ran     # measured: 600, 600, 500
+    assert len(set(ran)) > 1, ran                     # they left at different checks
+    for s, k, m, b, its in zip(start, n, mels, both, ran):
+        one: list[int] = []
+        alone = reconstruct([s], [k], cfg, "fgla", n_iter=800, project="mel", mels=[m],
+                            options=opts, iterations=one)[0]
+        assert one == [its]
+        assert 10 * np.log10(np.sum(alone ** 2) / max(np.sum((alone - b) ** 2), 1e-30)) > 60
+        # stopping at k is running k iterations
+        fixed = reconstruct([s], [k], cfg, "fgla", n_iter=its, project="mel", mels=[m])[0]
+        np.testing.assert_allclose(fixed, alone, atol=1e-6)
+    every: list[int] = []
+    reconstruct(start, n, cfg, "fgla", n_iter=30, project="mel", mels=mels, iterations=every)
+    assert every == [30] * len(n)
+
+
+def test_phase_report_lists_the_iterations_each_utterance_took(tmp_path, store80, corpus):
+    """`phase --tol`: the report's ``iterations`` column (at most ``--iters``, fewer for the
+    utterances that converged); the run record holds the tolerance, so a resume with another
+    one is refused naming it; with ``--tol 0`` every row says ``--iters``."""
+    import csv
+
+    from pipeline.io.results import OutputError
+
+    out = tmp_path / "wav"
+    res = phase(store80, out, n_iter=400, source="mel", tol=0.3, progress=False)
+    assert res.ok and res.done == len(corpus)
+    rows = list(csv.DictReader((out / "phase-report.csv").open()))
+    its = [int(r["iterations"]) for r in rows]
+    assert len(its) == len(corpus) and max(its) <= 400 and min(its) < 400, its
+    with pytest.raises(OutputError, match="options.tol: 0.3 -> 0.05"):
+        phase(store80, out, n_iter=400, source="mel", tol=0.05, progress=False)
+    out2 = tmp_path / "fixed"
+    phase(store80, out2, n_iter=5, source="mel", tol=0, progress=False)
+    rows = list(csv.DictReader((out2 / "phase-report.csv").open()))
+    assert {r["iterations"] for r in rows} == {"5"}
+
+
+@pytest.mark.unit
+def test_tol_is_refused_where_it_does_not_apply():
+    from pipeline.errors import UsageError
+    from pipeline.synthesis import DEFAULT_TOL, check_tol, resolve_tol
+
+    cfg = load_config("mel80-16k")
+    assert resolve_tol(None, "fgla", "auto", cfg) == DEFAULT_TOL        # the joint route
+    assert resolve_tol(None, "fgla", "auto", cfg, source="true") == 0.0  # phase-only
+    assert resolve_tol(None, "admm", "auto", cfg) == 0.0
+    assert resolve_tol(0.0, "fgla", "auto", cfg) == 0.0
+    check_tol(0.01, "fgla", "auto", cfg)
+    check_tol(0.0, "admm", "auto", cfg)
+    for algo, project in (("fgla", "mag"), ("admm", "auto"), ("degli", "mag")):
+        with pytest.raises(UsageError, match="--tol stops joint mel inversion"):
+            check_tol(0.01, algo, project, cfg)
+    with pytest.raises(UsageError, match="--tol stops"):
+        check_tol(0.01, "fgla", "auto", load_config("torchaudio-16k"))   # 50 % overlap: mag
 
 
 @pytest.mark.slow

@@ -37,6 +37,7 @@ from pipeline.dsp.stft import FramePair
 from pipeline.parallel.batching import tick
 
 PROJECTIONS = ("affine", "multiplicative")
+CHECK_EVERY = 100     # iterations between two convergence checks of --tol (BENCHMARKS.md)
 
 
 @functools.lru_cache(maxsize=32)
@@ -59,6 +60,7 @@ class MelTarget:
     floor: torch.Tensor        # [B, T, M] bool: the value is the clamp floor (an upper bound)
     A: torch.Tensor            # [M, F]
     power: float
+    clamp: float = 1e-5                 # the config's clamp floor (linear)
     start: torch.Tensor | None = None   # [B, T, F] initial magnitude: kept where no band looks
     _terms: "BandProducts | None" = field(default=None, repr=False)
     _low: torch.Tensor | None = field(default=None, repr=False)
@@ -71,7 +73,13 @@ class MelTarget:
         lin = decompress(mel, cfg)
         # 1 % above the floor still counts as the floor (float16/float32 rounding of logs)
         floor = lin <= cfg.clamp * 1.01
-        return cls(lin.clamp_min(0), floor, A, cfg.power)
+        return cls(lin.clamp_min(0), floor, A, cfg.power, cfg.clamp)
+
+    def select(self, rows: torch.Tensor) -> "MelTarget":
+        """The target of the items ``rows`` of the batch (the filterbank terms shared)."""
+        pick = (lambda x: None if x is None else x[rows])
+        return MelTarget(self.mel[rows], self.floor[rows], self.A, self.power, self.clamp,
+                         pick(self.start), self._terms, pick(self._low), self._unseen)
 
     def terms(self) -> "BandProducts":
         """The two filterbank products of a multiplicative step: ``P A^T`` and ``R An`` with
@@ -213,24 +221,66 @@ def _unit(spec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return sq.sqrt(), sq.add_(EPS * EPS).rsqrt_()
 
 
+def mel_error(spec: torch.Tensor, target: MelTarget, pair: FramePair) -> torch.Tensor:
+    """Each item's mean squared log-mel error ``[B]`` (nepers²) of the spectrogram ``spec``
+    against the target, over its own frames; values at the clamp floor count as the floor
+    (a mel below it matches)."""
+    mag, _ = _unit(spec)
+    AP = target.terms().mel(mag if target.power == 1 else mag * mag)
+    floor = target.clamp
+    d = AP.clamp_min_(floor).log_().sub_(target.mel.clamp_min(floor).log_())
+    frames = pair.frame_mask.sum((1, 2)).clamp_min(1)
+    return d.square_().mul_(pair.frame_mask).sum((1, 2)) / (frames * d.shape[-1])
+
+
 def mel_iterate(spec: torch.Tensor, target: MelTarget, pair: FramePair, n_iter: int,
-                momentum: float = 0.99, kind: str = "multiplicative", steps: int = 3
-                ) -> torch.Tensor:
+                momentum: float = 0.99, kind: str = "multiplicative", steps: int = 3,
+                tol: float = 0.0, window: int = CHECK_EVERY
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """FGLA with the mel projection in place of the amplitude projection; returns the last
-    projected estimate ``[B, T, F]``."""
+    projected estimate ``[B, T, F]`` and the iterations each item ran ``[B]``.
+
+    ``tol > 0``: every ``window`` iterations each item's log-mel error (:func:`mel_error`, of
+    its consistent spectrogram) is measured, and an item whose best error improved by less
+    than ``tol`` (relative) since the previous check stops there: it leaves the batch with
+    its estimate, and the rest go on with a smaller batch. ``n_iter`` is then a maximum."""
     alpha = momentum / (1.0 + momentum)
     pinv = (torch.from_numpy(_ridge_np(pair.cfg, 0.0)).to(spec.device, target.A.dtype)
             if kind == "affine" else None)
+    used = torch.full((spec.shape[0],), n_iter, dtype=torch.long)
+    rows = torch.arange(spec.shape[0], device=spec.device)   # each live item's row in the batch
+    done: torch.Tensor | None = None      # the estimates of items that stopped early
+    best: torch.Tensor | None = None      # each live item's lowest error at the last check
     prev = None
-    for _ in range(n_iter):
+    for k in range(n_iter):
         tick()
         rebuilt = pair.stft(pair.istft(spec))
+        if tol > 0 and k and k % window == 0:
+            err = mel_error(rebuilt, target, pair)
+            err = err if best is None else torch.minimum(err, best)
+            if best is not None:
+                stop = (best - err) <= tol * best
+                if stop.any():
+                    if done is None:
+                        done = spec.clone()
+                    done[rows[stop]] = spec[stop]
+                    used[rows[stop].cpu()] = k
+                    live = torch.nonzero(~stop).flatten()
+                    if live.numel() == 0:
+                        return done, used
+                    spec, rebuilt, err, rows = spec[live], rebuilt[live], err[live], rows[live]
+                    prev = None if prev is None else prev[live]
+                    target, pair = target.select(live), pair.select(live)
+            best = err
         ang = torch.sub(rebuilt, prev, alpha=alpha) if prev is not None and alpha else rebuilt
         prev = rebuilt
         mag, inv = _unit(ang)
         scale = inv.mul_(project_mel(mag, target, kind, pinv, steps)).mul_(pair.frame_mask)
         spec = ang * scale if ang is rebuilt else ang.mul_(scale)   # padding frames silent
-    return spec
+    if done is None:
+        return spec, used
+    done[rows] = spec
+    return done, used
 
 
 def admm_iterate(spec: torch.Tensor, target: MelTarget, pair: FramePair, n_iter: int,
@@ -277,13 +327,15 @@ def admm_iterate(spec: torch.Tensor, target: MelTarget, pair: FramePair, n_iter:
 def joint(mag: torch.Tensor, mel: torch.Tensor, lengths: torch.Tensor, cfg: AudioConfig,
           n_iter: int = 100, method: str = "multiplicative", momentum: float = 0.99,
           init: str | torch.Tensor = "zeros", generator: torch.Generator | None = None,
-          steps: int = 3, rho: float = 0.03, lam: float = 1e6, pair: FramePair | None = None
-          ) -> tuple[torch.Tensor, FramePair]:
+          steps: int = 3, rho: float = 0.03, lam: float = 1e6, tol: float = 0.0,
+          pair: FramePair | None = None) -> tuple[torch.Tensor, FramePair, torch.Tensor]:
     """Joint magnitude and phase from the initial magnitude ``mag`` ``[B, T, F]`` (from
     ``invert``) and the compressed mel ``[B, T, M]`` it came from. ``method``: ``affine`` or
-    ``multiplicative`` (mel-projected FGLA, ``steps`` rescalings per iteration) or ``admm``
-    (``rho``, ``lam``: chosen on the tuning set, BENCHMARKS.md). Returns padded waveforms ``[B, L]``
-    and the :class:`FramePair` (``pair.crop`` cuts them)."""
+    ``multiplicative`` (mel-projected FGLA, ``steps`` rescalings per iteration; ``tol``: stop
+    each item when it has converged, :func:`mel_iterate`) or ``admm`` (``rho``, ``lam``:
+    chosen on the tuning set, BENCHMARKS.md; always ``n_iter``). Returns padded waveforms
+    ``[B, L]``, the :class:`FramePair` (``pair.crop`` cuts them) and the iterations each
+    item ran ``[B]``."""
     B, T, F = mag.shape
     if F != cfg.n_freq:
         raise ValueError(f"magnitude has {F} frequency bins but the config needs {cfg.n_freq}")
@@ -298,6 +350,7 @@ def joint(mag: torch.Tensor, mel: torch.Tensor, lengths: torch.Tensor, cfg: Audi
     spec = pair.own_frames(mag * angles)
     if method == "admm":
         spec = admm_iterate(spec, target, pair, n_iter, rho=rho, lam=lam)
+        used = torch.full((B,), n_iter, dtype=torch.long)
     else:
-        spec = mel_iterate(spec, target, pair, n_iter, momentum, method, steps)
-    return pair.istft(pair.own_frames(spec)), pair
+        spec, used = mel_iterate(spec, target, pair, n_iter, momentum, method, steps, tol)
+    return pair.istft(pair.own_frames(spec)), pair, used

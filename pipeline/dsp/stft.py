@@ -8,6 +8,8 @@ Frame ``t`` covers padded samples ``[t*hop, t*hop + n_fft)``, the framing of
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from pipeline.config import AudioConfig
@@ -83,6 +85,12 @@ class FramePair:
     def own_frames(self, spec: torch.Tensor) -> torch.Tensor:
         """Zero each item's frames past its own end (the batch padding)."""
         return spec * self.frame_mask
+
+    def select(self, rows: torch.Tensor) -> "FramePair":
+        """The pair of the items ``rows`` of the batch (same frames, window and padding)."""
+        sub = copy.copy(self)
+        sub.frame_mask, sub.scale = self.frame_mask[rows], self.scale[rows]
+        return sub
 
     def crop(self, x: torch.Tensor, lengths: list[int]) -> list[torch.Tensor]:
         return [x[i, self.pad:self.pad + n] for i, n in enumerate(lengths)]

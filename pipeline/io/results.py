@@ -237,7 +237,9 @@ def write_report(path: Path, rows: list[dict], ids: list[str],
         path.unlink(missing_ok=True)
         return None, []
     with atomic_open(path) as fh:
-        w = csv.DictWriter(fh, fieldnames=list(out[0]), extrasaction="ignore")
+        # every column any row has (an earlier run's rows may lack a newer one)
+        fields = list(dict.fromkeys(k for row in out for k in row))
+        w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         w.writerows(out)
     return path, out

@@ -7,7 +7,7 @@ re-run only computes the missing ones, and only when the folder's run record (th
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,7 @@ from pipeline.synthesis import (
     reconstruct,
     resolve_inverter,
     resolve_project,
+    resolve_tol,
 )
 
 # Where the magnitudes come from: the store's arrays, or the mel inverted in memory, batch
@@ -72,10 +73,12 @@ def wav_path(out_dir: Path, uid: str, suffix: str = ".wav") -> Path:
     return out_dir / f"{uid}{suffix}"
 
 
-def level_row(uid: str, seconds: float, level: Level) -> dict:
-    """A row of the run's report: the level an output was written at."""
+def level_row(uid: str, seconds: float, level: Level, iterations: int | None = None) -> dict:
+    """A row of the run's report: the level an output was written at (and the iterations
+    that made it, when known)."""
     return {"id": uid, "seconds": round(seconds, 4), "peak_dbfs": round(level.peak_dbfs, 2),
-            "clipped": round(level.clipped, 6), "gain_db": round(level.gain_db, 2)}
+            "clipped": round(level.clipped, 6), "gain_db": round(level.gain_db, 2),
+            **({"iterations": iterations} if iterations is not None else {})}
 
 
 def report_levels(out: Path, name: str, rows: list[dict], ids: list[str], sample_rate: int,
@@ -114,7 +117,8 @@ class PhaseSettings:
                 "store_created": store.root.attrs.get("created"), "magnitudes": magnitudes,
                 "algo": self.algo, "iters": self.iters, "source": self.source,
                 "init": self.init, "project": self.project, "seed": self.seed,
-                "options": dict(sorted(self.options.for_algo(self.algo).items())),
+                "options": dict(sorted(self.options.for_algo(self.algo).items())
+                                + ([("tol", self.options.tol)] if self.options.tol else [])),
                 **({"peak_dbfs": self.peak_dbfs} if self.peak_dbfs is not None else {}),
                 **self.fmt.record()}
 
@@ -188,7 +192,7 @@ def phase_shard(job: PhaseJob, name: str, part: Part = None) -> dict:
                             st.inverter.method, model=model, device=dev,
                             batch_frames=max(batch_frames, INVERT_BATCH_FRAMES))
         inverted = {e.id: m for e, m in zip(todo, got)}
-    written: list[tuple[Entry, Level]] = []   # list.append is atomic: the groups run on threads
+    written: list[tuple[Entry, Level, int]] = []   # list.append is atomic: groups run on threads
 
     def one(group: list[int]) -> None:
         items = [entries[i] for i in group if entries[i].id not in bad]
@@ -200,21 +204,22 @@ def phase_shard(job: PhaseJob, name: str, part: Part = None) -> dict:
             mags = [inverted[e.id] for e in items]
         else:
             mags = [data[e.offset - lo:e.offset - lo + e.n_frames] for e in items]
+        ran: list[int] = []
         waves = reconstruct(mags,
                             [e.n_samples for e in items], cfg, st.algo, n_iter=st.iters,
                             init=st.init, device=dev, batch_frames=batch_frames, seed=st.seed,
                             project=st.project, mels=mels if job.joint else None,
-                            options=st.options)
-        for e, y in zip(items, waves):
+                            options=st.options, iterations=ran)
+        for e, y, n in zip(items, waves, ran):
             if not wav_path(out, e.id, st.fmt.suffix).exists():
                 written.append((e, write_wav(wav_path(out, e.id, st.fmt.suffix), y,
-                                             cfg.sample_rate, st.peak_dbfs, st.fmt)))
+                                             cfg.sample_rate, st.peak_dbfs, st.fmt), n))
 
     # The groups on one thread each (torch single-threaded in each, see for_each_batch): a
     # group is one cache-sized batch, too small to split every op across the cores.
     for_each_batch(one, groups, dev)
-    levels = [level_row(e.id, e.n_samples / cfg.sample_rate, lv) for e, lv in written]
-    return {"n": len(written), "seconds": sum(e.n_samples for e, _ in written) / cfg.sample_rate,
+    levels = [level_row(e.id, e.n_samples / cfg.sample_rate, lv, n) for e, lv, n in written]
+    return {"n": len(written), "seconds": sum(e.n_samples for e, _, _ in written) / cfg.sample_rate,
             "failures": failures, "rows": levels}
 
 
@@ -307,7 +312,8 @@ def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *,
           project: str = "auto", overwrite: bool = False, momentum: float = 0.99,
           weights: str | None = None, warmup: int | None = None, method: str = "pinv",
           invert_weights: str | None = None, peak_dbfs: float | None = None,
-          audio_format: str = "wav", subtype: str = "PCM_16") -> StageResult:
+          audio_format: str = "wav", subtype: str = "PCM_16",
+          tol: float | None = None) -> StageResult:
     """Reconstruct waveforms for every utterance of the store into ``out_dir``.
 
     ``source``: ``mag`` (what ``invert`` wrote), ``mel`` (the mel inverted in memory with
@@ -319,7 +325,11 @@ def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *,
     store's mel while iterating (joint mel inversion; ``algo="admm"`` always does); ``auto``
     (default): ``mel`` unless the config's frames overlap by less than 75 %, or ``source`` is
     ``true`` (phase-only evaluation) or the algorithm is ``degli``.
-    ``n_iter``: default by route (:data:`pipeline.synthesis.DEFAULT_ITERS`). ``momentum``:
+    ``n_iter``: default by route (:data:`pipeline.synthesis.DEFAULT_ITERS`); with ``tol`` > 0
+    (joint mel inversion by FGLA/GLA; default :data:`pipeline.synthesis.DEFAULT_TOL` there,
+    0 elsewhere) a maximum: each utterance stops when its log-mel error improved by less than
+    ``tol`` (relative) over the last check (:func:`pipeline.algorithms.joint.mel_iterate`);
+    the report lists the iterations each output took. ``momentum``:
     FGLA's (fgla, the warm-up of degli); ``weights``, ``warmup``: DeGLI's (:class:`AlgoOptions`).
     ``threads``: torch threads per worker (default: cores / workers). A resume keeps the wavs
     only when the store and every setting match the run that wrote them (``out_dir``'s run
@@ -343,6 +353,7 @@ def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *,
     inverter = resolve_inverter(method, invert_weights, store.config) if source == "mel" else Inverter(method)
     check_route(algo, project, store.config, init)
     project = resolve_project(project, store.config, algo, source)
+    options = replace(options, tol=resolve_tol(tol, algo, project, store.config))
     if n_iter is None:
         n_iter = default_iters(algo, project, store.config)
     marker = "mag" if source == "mag" else "extract"

@@ -14,7 +14,15 @@ from pipeline.io.results import check_writable, claim_file
 from pipeline.metrics.registry import MetricError, pesq_wb, stoi
 from pipeline.parallel.batching import resolve_device
 from pipeline.plots import spectrogram_pair
-from pipeline.synthesis import check_route, default_iters, invert_frames, reconstruct, resolve_inverter
+from pipeline.synthesis import (
+    AlgoOptions,
+    check_route,
+    default_iters,
+    invert_frames,
+    reconstruct,
+    resolve_inverter,
+    resolve_tol,
+)
 
 
 def _is_record(path: Path) -> bool:
@@ -41,9 +49,12 @@ def check_outputs(stem: Path, audio: Path, suffix: str = ".wav") -> None:
 def predict(audio: str | Path, out: str | Path, cfg: AudioConfig, *, method: str = "pinv",
             weights: str | None = None, algo: str = "fgla", n_iter: int | None = None,
             device: str = "auto", project: str = "auto", peak_dbfs: float | None = None,
-            audio_format: str = "wav", subtype: str = "PCM_16") -> dict:
+            audio_format: str = "wav", subtype: str = "PCM_16",
+            tol: float | None = None) -> dict:
     """Reconstruct ``audio`` from its mel; writes ``<stem>.wav`` (``.flac`` with
-    ``audio_format``), ``.png`` and ``.json`` in ``out``."""
+    ``audio_format``), ``.png`` and ``.json`` in ``out``. ``tol``: stop joint mel inversion
+    when converged (``n_iter`` a maximum; the record lists the iterations it took; default:
+    :func:`pipeline.synthesis.resolve_tol`)."""
     audio, out = Path(audio), Path(out)
     fmt = AudioFormat(audio_format, subtype)
     if audio.suffix.lower() in (".npy", ".npz", ".pt"):
@@ -52,6 +63,7 @@ def predict(audio: str | Path, out: str | Path, cfg: AudioConfig, *, method: str
     check_route(algo, project, cfg)
     inverter = resolve_inverter(method, weights, cfg)
     n_iter = n_iter if n_iter is not None else default_iters(algo, project, cfg)
+    tol = resolve_tol(tol, algo, project, cfg)
     dev = resolve_device(device)
     y = load(audio, cfg.sample_rate)
     if len(y) < cfg.win_length:
@@ -67,10 +79,12 @@ def predict(audio: str | Path, out: str | Path, cfg: AudioConfig, *, method: str
         from pipeline.models.inverter import load_invert_model
         model = load_invert_model(inverter.weights, cfg, dev)
     mag = invert_frames([mel], cfg, method, model=model, device=dev)
+    ran: list[int] = []
     rec = reconstruct(mag, [len(y)], cfg, algo, n_iter=n_iter, device=dev, project=project,
-                      mels=[mel])[0]
+                      mels=[mel], options=AlgoOptions(tol=tol), iterations=ran)[0]
     scores: dict = {"input": str(audio), "output": str(stem.with_suffix(fmt.suffix)), "config": cfg.name,
-                    "method": method, "algo": algo, "iters": n_iter, "project": project}
+                    "method": method, "algo": algo, "iters": n_iter, "project": project,
+                    **({"tol": tol} if tol else {}), "iterations": ran[0]}
     record = stem.with_suffix(".json")
     record.write_text(json.dumps(scores, indent=1) + "\n")   # first: names the files it owns
     level = write_wav(stem.with_suffix(fmt.suffix), rec, cfg.sample_rate, peak_dbfs, fmt)

@@ -49,7 +49,8 @@ def run(inputs: list[str | Path] | str | Path, out: str | Path, config: AudioCon
         score: bool = False, metrics: list[str] | None = None, workers: int = 1,
         cluster: str = "local", profile: str | None = None, device: str = "auto",
         progress: bool = True, overwrite: bool = False, peak_dbfs: float | None = None,
-        audio_format: str = "wav", subtype: str = "PCM_16") -> RunResult:
+        audio_format: str = "wav", subtype: str = "PCM_16",
+        tol: float | None = None) -> RunResult:
     """Audio -> waveforms (and scores) in ``out``; see the module docstring for the layout.
     What it writes (``out/wav``, ``out/mels.zarr``) is left out of an input folder's search,
     so a re-run (the way to resume) never reads its own output as input."""
@@ -71,7 +72,7 @@ def run(inputs: list[str | Path] | str | Path, out: str | Path, config: AudioCon
                                     invert_weights=invert_weights, device=device,
                                     overwrite=overwrite, workers=workers, cluster=cluster,
                                     profile=profile, progress=progress, peak_dbfs=peak_dbfs,
-                                    audio_format=audio_format, subtype=subtype)
+                                    audio_format=audio_format, subtype=subtype, tol=tol)
         if score:
             res.score = score_stage(wavs, out / "report.csv", store, metrics, workers=workers,
                                     cluster=cluster, profile=profile, progress=progress)

@@ -29,12 +29,14 @@ from pipeline.parallel.batching import resolve_device, workers_for
 from pipeline.parallel.tasks import threads_per_worker
 from pipeline.stages._runner import run_stage
 from pipeline.synthesis import (
+    AlgoOptions,
     Inverter,
     check_route,
     default_iters,
     invert_frames,
     reconstruct,
     resolve_inverter,
+    resolve_tol,
 )
 
 
@@ -207,6 +209,7 @@ class VocodeJob:
     stats: MelStats | None = None
     peak_dbfs: float | None = None
     fmt: AudioFormat = AudioFormat()
+    tol: float = 0.0
 
 
 def vocode_files(items: list[tuple[str, str]], job: VocodeJob) -> dict:
@@ -238,16 +241,18 @@ def vocode_files(items: list[tuple[str, str]], job: VocodeJob) -> dict:
     sizes = {"batch_frames": job.batch_frames} if job.batch_frames else {}   # else each stage's default
     mags = invert_frames(mels, cfg, job.inverter.method, model=model, device=dev, **sizes)  # type: ignore[arg-type]
     lengths = [cfg.n_samples(m.shape[0]) for m in mels]
+    ran: list[int] = []
     waves = reconstruct(mags, lengths, cfg, job.algo, n_iter=job.n_iter, device=dev,
-                        project=job.project, mels=mels, **sizes)  # type: ignore[arg-type]
-    for (uid, path), mel, y in zip(ids, mels, waves):
+                        project=job.project, mels=mels, options=AlgoOptions(tol=job.tol),
+                        iterations=ran, **sizes)  # type: ignore[arg-type]
+    for (uid, path), mel, y, n in zip(ids, mels, waves, ran):
         wav = Path(job.out_dir) / f"{uid}{job.fmt.suffix}"
         level = write_wav(wav, y, cfg.sample_rate, job.peak_dbfs, job.fmt)
         rows.append({"id": uid, "source": path, "n_frames": mel.shape[0],
                      "seconds": round(len(y) / cfg.sample_rate, 4),
                      "roundtrip_mel_l1": roundtrip_l1(wav, mel, cfg),
                      "peak_dbfs": round(level.peak_dbfs, 2), "clipped": round(level.clipped, 6),
-                     "gain_db": round(level.gain_db, 2)})
+                     "gain_db": round(level.gain_db, 2), "iterations": n})
     return {"n": len(rows), "seconds": sum(r["seconds"] for r in rows), "rows": rows,
             "failures": failures}
 
@@ -268,7 +273,7 @@ def vocode(src: str | Path, out: str | Path, cfg: AudioConfig, *, method: str = 
            batch_frames: int | None = None, progress: bool = True, project: str = "auto",
            overwrite: bool = False, stats: str | Path | None = None,
            peak_dbfs: float | None = None, audio_format: str = "wav",
-           subtype: str = "PCM_16") -> VocodeResult:
+           subtype: str = "PCM_16", tol: float | None = None) -> VocodeResult:
     """Vocode every mel under ``src`` into ``out/<id>.wav``; existing wavs are kept (resume).
 
     ``project="mel"``: the phase iterations refine the inverted magnitude within the input
@@ -279,12 +284,15 @@ def vocode(src: str | Path, out: str | Path, cfg: AudioConfig, *, method: str = 
     of normalised features (:func:`load_stats`; without them such mels are refused).
     ``peak_dbfs``: each output scaled to that peak; the report lists every output's level.
     ``audio_format``, ``subtype``: how outputs are written (:class:`AudioFormat`); ``out``'s
-    ``wav.scp`` and ``manifest.jsonl`` list them."""
+    ``wav.scp`` and ``manifest.jsonl`` list them. ``tol``: stop each converged item of joint
+    mel inversion (``n_iter`` a maximum; the report lists the iterations each took; default:
+    :func:`pipeline.synthesis.resolve_tol`)."""
     t0 = time.perf_counter()
     fmt = AudioFormat(audio_format, subtype)
     check_route(algo, project, cfg)
     if n_iter is None:
         n_iter = default_iters(algo, project, cfg)
+    tol = resolve_tol(tol, algo, project, cfg)
     inverter = resolve_inverter(method, weights, cfg)
     mel_stats = load_stats(stats, cfg.n_mels) if stats is not None else None
     if algo == "degli":
@@ -306,7 +314,8 @@ def vocode(src: str | Path, out: str | Path, cfg: AudioConfig, *, method: str = 
     record = {"stage": "vocode", "source": str(Path(src).resolve()), "audio": cfg.to_dict(),
               **inverter.record(), "algo": algo, "iters": n_iter, "project": project,
               **({"stats": mel_stats.path, "stats_sha256": mel_stats.sha256} if mel_stats else {}),
-              **({"peak_dbfs": peak_dbfs} if peak_dbfs is not None else {}), **fmt.record()}
+              **({"peak_dbfs": peak_dbfs} if peak_dbfs is not None else {}),
+              **({"tol": tol} if tol else {}), **fmt.record()}
     claim_output(out, record, [out / f"{u}{fmt.suffix}" for u, _ in items], overwrite)
     todo = [(u, p) for u, p in items if not (out / f"{u}{fmt.suffix}").exists()]
     res = VocodeResult(store=out, skipped=len(items) - len(todo), failures=unsafe + clash)
@@ -314,7 +323,7 @@ def vocode(src: str | Path, out: str | Path, cfg: AudioConfig, *, method: str = 
     workers = workers_for(device, workers)
     threads = threads_per_worker(workers)
     job = VocodeJob(str(out), cfg.to_dict(), inverter, algo, n_iter, project, device, threads,
-                    batch_frames, hint, mel_stats, peak_dbfs, fmt)
+                    batch_frames, hint, mel_stats, peak_dbfs, fmt, tol)
     tasks = [(k, (todo[k:k + files_per_task], job)) for k in range(0, len(todo), files_per_task)]
     results = run_stage(
         vocode_files, tasks, res, stage="vocode", failures_csv=out / "failures.csv",

@@ -11,16 +11,19 @@ from pipeline.synthesis.reconstruct import reconstruct
 from pipeline.synthesis.route import (
     ALGOS,
     DEFAULT_ITERS,
+    DEFAULT_TOL,
     INITS,
     PROJECTS,
     AlgoOptions,
     Inverter,
     check_route,
+    check_tol,
     default_iters,
     resolve_inverter,
     resolve_project,
+    resolve_tol,
 )
 
-__all__ = ["ALGOS", "DEFAULT_ITERS", "INITS", "METHODS", "PROJECTS", "AlgoOptions", "Inverter",
-           "check_route", "default_iters", "invert_frames", "mel_floor", "reconstruct",
-           "resolve_inverter", "resolve_project"]
+__all__ = ["ALGOS", "DEFAULT_ITERS", "DEFAULT_TOL", "INITS", "METHODS", "PROJECTS", "AlgoOptions", "Inverter",
+           "check_route", "check_tol", "default_iters", "invert_frames", "mel_floor", "reconstruct",
+           "resolve_inverter", "resolve_project", "resolve_tol"]

@@ -22,8 +22,9 @@ CHUNK_OVERLAP = 32
 
 def reconstruct_long(mag: np.ndarray, mel: np.ndarray | None, n_samples: int, cfg: AudioConfig,
                      run: Callable, init: str, gen: torch.Generator, device: torch.device,
-                     chunk_frames: int) -> np.ndarray:
-    """One long item ``[T, F]`` in overlapping chunks (see :data:`CHUNK_FRAMES`)."""
+                     chunk_frames: int) -> tuple[np.ndarray, int]:
+    """One long item ``[T, F]`` in overlapping chunks (see :data:`CHUNK_FRAMES`); returns the
+    waveform and the most iterations a chunk ran."""
     T, hop, O = mag.shape[0], cfg.hop_length, CHUNK_OVERLAP
     out = np.zeros(n_samples, np.float32)
     bounds = list(range(0, T, chunk_frames))[1:]           # chunk k's core: [b_k, b_{k+1})
@@ -31,6 +32,7 @@ def reconstruct_long(mag: np.ndarray, mel: np.ndarray | None, n_samples: int, cf
     ends = [b + O for b in bounds] + [T]
     prev: torch.Tensor | None = None                        # previous chunk's STFT [1, T', F]
     fade = O // 2 * hop                                     # half-width of the cross-fade
+    most = 0
     for k, (s, e) in enumerate(zip(starts, ends)):
         m = torch.from_numpy(np.ascontiguousarray(mag[s:e]))[None].to(device)
         length = min(n_samples - s * hop, cfg.n_samples(e - s))
@@ -44,7 +46,8 @@ def reconstruct_long(mag: np.ndarray, mel: np.ndarray | None, n_samples: int, cf
             start = ph
         mm = None if mel is None else torch.from_numpy(
             np.ascontiguousarray(mel[s:e]))[None].to(device)
-        x, pair = run(m, mm, lengths, gen, start)
+        x, pair, its = run(m, mm, lengths, gen, start)
+        most = max(most, its[0])
         prev = pair.stft(x)
         y = pair.crop(x, [length])[0].float().cpu().numpy()
         # weights: 1 in the core, linear ramps centred on the chunk boundaries
@@ -58,4 +61,4 @@ def reconstruct_long(mag: np.ndarray, mel: np.ndarray | None, n_samples: int, cf
             w *= np.clip(((c + fade) - pos) / (2 * fade), 0, 1)
         a = s * hop
         out[a:a + length] += w * y
-    return out
+    return out, most

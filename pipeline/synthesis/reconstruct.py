@@ -26,8 +26,8 @@ def reconstruct(mags: list[np.ndarray], n_samples: list[int], cfg: AudioConfig, 
                 *, n_iter: int = 100, init: str = "zeros", device: torch.device | str = "cpu",
                 batch_frames: int = PHASE_BATCH_FRAMES["cpu"], seed: int = 0, project: str = "mag",
                 mels: list[np.ndarray] | None = None, long_frames: int = LONG_FRAMES,
-                chunk_frames: int = CHUNK_FRAMES, options: AlgoOptions | None = None
-                ) -> list[np.ndarray]:
+                chunk_frames: int = CHUNK_FRAMES, options: AlgoOptions | None = None,
+                iterations: list[int] | None = None) -> list[np.ndarray]:
     """Magnitudes ``[T_i, F]`` -> waveforms of ``n_samples[i]`` samples, in length buckets.
 
     Items longer than ``long_frames`` are reconstructed in chunks of ``chunk_frames``
@@ -35,7 +35,10 @@ def reconstruct(mags: list[np.ndarray], n_samples: list[int], cfg: AudioConfig, 
 
     ``project="mel"`` (and ``algo="admm"``, which is always joint) refine the magnitude within
     the compressed mels ``mels`` ``[T_i, M]`` while iterating (:mod:`pipeline.algorithms.joint`);
-    ``project="mag"`` holds ``mags`` fixed."""
+    ``project="mag"`` holds ``mags`` fixed.
+
+    ``iterations``: a list that receives the iterations each item ran (``n_iter``, or fewer
+    where ``options.tol`` stopped a converged item; a chunked item: its longest chunk)."""
     check_route(algo, project, cfg)
     options = options or AlgoOptions()
     is_joint = resolve_project(project, cfg, algo) == "mel"
@@ -46,18 +49,22 @@ def reconstruct(mags: list[np.ndarray], n_samples: list[int], cfg: AudioConfig, 
         fill = mel_floor(cfg)
         method = "admm" if algo == "admm" else options.projection
         kw = {"momentum": 0.0 if algo == "gla" else options.momentum, "steps": options.steps,
-              "rho": options.rho, "lam": options.lam}
+              "rho": options.rho, "lam": options.lam, "tol": options.tol}
     fn = ALGOS[algo]
 
     def run(mag: torch.Tensor, mel: torch.Tensor | None, lengths: torch.Tensor,
-            gen: torch.Generator, start: str | torch.Tensor) -> tuple[torch.Tensor, FramePair]:
+            gen: torch.Generator, start: str | torch.Tensor
+            ) -> tuple[torch.Tensor, FramePair, list[int]]:
         if is_joint:
             assert mel is not None
-            return joint(mag, mel, lengths, cfg, n_iter=n_iter, method=method, init=start,
-                         generator=gen, **kw)
-        return fn(mag, lengths, cfg, n_iter=n_iter, init=start, generator=gen, **kw)
+            x, pair, ran = joint(mag, mel, lengths, cfg, n_iter=n_iter, method=method,
+                                 init=start, generator=gen, **kw)
+            return x, pair, ran.tolist()
+        x, pair = fn(mag, lengths, cfg, n_iter=n_iter, init=start, generator=gen, **kw)
+        return x, pair, [n_iter] * len(lengths)
 
     out: list[np.ndarray | None] = [None] * len(mags)
+    ran: list[int] = [n_iter] * len(mags)
 
     def one(group: list[int]) -> None:
         gen = torch.Generator().manual_seed(seed + zlib.crc32(str(sorted(group)).encode()))
@@ -65,7 +72,7 @@ def reconstruct(mags: list[np.ndarray], n_samples: list[int], cfg: AudioConfig, 
             i = group[0]
             chunks = -(-mags[i].shape[0] // chunk_frames)
             with progress_share(1 / (chunks * max(n_iter, 1))):
-                out[i] = reconstruct_long(mags[i], None if mels is None else mels[i],
+                out[i], ran[i] = reconstruct_long(mags[i], None if mels is None else mels[i],
                                           n_samples[i], cfg, run, init, gen,
                                           torch.device(device), chunk_frames)
             return
@@ -74,9 +81,11 @@ def reconstruct(mags: list[np.ndarray], n_samples: list[int], cfg: AudioConfig, 
         mel = (stack_frames([mels[i] for i in group], fill).to(device)  # type: ignore[index]
                if is_joint else None)
         with progress_share(len(group) / max(n_iter, 1)):     # the batch's utterances
-            x, pair = run(batch, mel, lengths, gen, init)
-        for i, y in zip(group, pair.crop(x, lengths.tolist())):
-            out[i] = y.float().cpu().numpy()
+            x, pair, its = run(batch, mel, lengths, gen, init)
+        for i, y, n in zip(group, pair.crop(x, lengths.tolist()), its):
+            out[i], ran[i] = y.float().cpu().numpy(), n
 
     for_each_batch(one, buckets([m.shape[0] for m in mags], batch_frames), torch.device(device))
+    if iterations is not None:
+        iterations[:] = ran
     return out  # type: ignore[return-value]
