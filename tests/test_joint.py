@@ -57,13 +57,13 @@ def test_projection_reaches_the_true_mel(speech16):
     def mel_error(m):
         return float((torch.matmul(m, A.T) - target.mel).abs().sum() / target.mel.sum())
 
-    errs = [mel_error(project_mel(start, target, "multiplicative", steps=k)) for k in (1, 3, 10)]
+    errs = [mel_error(project_mel(start, target, steps=k)) for k in (1, 3, 10)]
     assert errs[0] > errs[1] > errs[2]
     assert errs[2] < 0.02, errs
     floor = torch.zeros_like(target.mel, dtype=torch.bool).fill_(True)
     quiet = MelTarget(torch.full_like(target.mel, 1e-5), floor, A, 1.0)
     low = torch.full_like(start, 1e-8)
-    torch.testing.assert_close(project_mel(low, quiet, "multiplicative"), low)   # kept, not raised
+    torch.testing.assert_close(project_mel(low, quiet), low)   # kept, not raised
 
 
 def test_mel_projected_iterations_approach_the_true_magnitude(speech16):
@@ -218,7 +218,8 @@ def test_tol_is_refused_where_it_does_not_apply():
     from pipeline.synthesis import DEFAULT_TOL, check_tol, resolve_tol
 
     cfg = load_config("mel80-16k")
-    assert resolve_tol(None, "fgla", "auto", cfg) == DEFAULT_TOL        # the joint route
+    assert resolve_tol(None, "fgla", "auto", cfg) == DEFAULT_TOL["mel80-16k"] == 0.03
+    assert resolve_tol(None, "fgla", "auto", load_config("hifigan-22k")) == 0.0   # by preset
     assert resolve_tol(None, "fgla", "auto", cfg, source="true") == 0.0  # phase-only
     assert resolve_tol(None, "admm", "auto", cfg) == 0.0
     assert resolve_tol(0.0, "fgla", "auto", cfg) == 0.0

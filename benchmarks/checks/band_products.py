@@ -45,7 +45,7 @@ def main() -> None:
     for name, products in (("dense", dense), ("banded", banded)):
         target._terms = products
         rows.append((name, per_call(lambda: products.mel(mag)), per_call(lambda: products.spread(R)),
-                     per_call(lambda: project_mel(mag, target, "multiplicative")),
+                     per_call(lambda: project_mel(mag, target)),
                      per_call(lambda: mel_iterate(spec, target, pair, 1), 100)))
     print(f"{cfg.name}, {a.frames} frames, one thread; microseconds per call")
     print("products  P A^T   R An   projection x3   mel-projected iteration")

@@ -1,13 +1,16 @@
-"""Fast-joint study: candidate accelerations of the mel-projected iteration, PESQ-WB / STOI vs
-iterations and engine seconds, one run per candidate with snapshots at the checkpoints.
+"""Fast-joint study: the mel-projected iteration's PESQ-WB / STOI vs iterations and engine
+seconds, one run with snapshots at the checkpoints, and the per-utterance stopping rules.
 
-Each candidate runs to the largest checkpoint in the phase stage's length buckets (256 padded
+The iteration runs to the largest checkpoint in the phase stage's length buckets (256 padded
 frames, torch on the given threads); the waveform at iteration k is the inverse of the
 projected estimate at k, as the stage writes it. Features (mels and the pinv magnitudes) are
 cached per set in --cache.
 
     PYTHONPATH=benchmarks .venv/bin/python benchmarks/checks/joint_accel.py --set ru \
-        --variant base --variant steps1 --iters 25 50 100 200 400 800
+        --variant base --iters 25 50 100 200 400 800
+    PYTHONPATH=benchmarks .venv/bin/python benchmarks/checks/joint_accel.py --set ru \
+        --variant base --per-item --iters $(seq -s' ' 25 25 800) --out F.json
+    PYTHONPATH=benchmarks .venv/bin/python benchmarks/checks/joint_accel.py --analyse F.json
 """
 from __future__ import annotations
 
@@ -67,101 +70,29 @@ def corpus(name, cfg, cache: Path, init="pinv"):
     return data
 
 
-# --- candidates: each runs from spec0 and calls snap(k, projected estimate) at checkpoints ---
+# --- the iteration, with a snapshot callback: snap(k, projected estimate) after iteration k ---
+# (the candidates measured against it, at c8165ac: steps 1/2, a coarse start, momentum
+# 0.98/0.995, a gradient restart, AGLA, RAAR and RAAR -> default; BENCHMARKS.md)
 
 def pm(c, target, steps):
     """The mel projection of a complex estimate: its phase, the projected magnitude."""
     mag, inv = _unit(c)
-    return c * inv.mul_(project_mel(mag, target, "multiplicative", None, steps))
+    return c * inv.mul_(project_mel(mag, target, steps))
 
 
-def base(spec, target, pair, n, snap, momentum=0.99, steps=3, restart=0, schedule=None):
-    """FGLA with the mel projection (the default); ``schedule(k) -> steps`` optional."""
+def base(spec, target, pair, n, snap, momentum=0.99, steps=3):
+    """FGLA with the mel projection (the default route's iteration, every iteration)."""
     alpha = momentum / (1 + momentum)
     prev = None
     for k in range(1, n + 1):
         rebuilt = pair.stft(pair.istft(spec))
         ang = torch.sub(rebuilt, prev, alpha=alpha) if prev is not None else rebuilt
         prev = rebuilt
-        s = schedule(k) if schedule else steps
-        spec = pair.own_frames(pm(ang, target, s))
-        snap(k, spec)
-
-
-def restart(spec, target, pair, n, snap, momentum=0.99, steps=3):
-    """The default iteration with the gradient restart of O'Donoghue & Candes (2015), per item:
-    the momentum is dropped for an item when the step it took points against its gradient
-    (Re<t_{k-1} - c_k, c_k - c_{k-1}> > 0, with c the consistent estimates and t the
-    extrapolated point that was projected)."""
-    alpha = momentum / (1 + momentum)
-    prev, t_prev = None, None
-    for k in range(1, n + 1):
-        rebuilt = pair.stft(pair.istft(spec))
-        if prev is not None:
-            g = (t_prev - rebuilt) * (rebuilt - prev).conj()
-            bad = (g.real.sum((1, 2)) > 0)[:, None, None]
-            ang = torch.where(bad, rebuilt, (rebuilt - alpha * prev) * (1 + momentum))
-        else:
-            ang = rebuilt
-        prev, t_prev = rebuilt, ang
         spec = pair.own_frames(pm(ang, target, steps))
         snap(k, spec)
 
 
-def agla(spec, target, pair, n, snap, alpha=0.99, beta=1.1, gamma=1.25, steps=3):
-    """Two momenta after Nenov et al. (arXiv 2306.12504):
-    c_n = P_C(P_M(t_{n-1})); t_n = (1-g) d_{n-1} + g (c_n + a (c_n - c_{n-1}));
-    d_n = c_n + b (c_n - c_{n-1})."""
-    t = pair.stft(pair.istft(spec))
-    c_prev, d = t, t
-    for k in range(1, n + 1):
-        proj = pair.own_frames(pm(t, target, steps))
-        snap(k, proj)
-        c = pair.stft(pair.istft(proj))
-        diff = c - c_prev
-        t = (1 - gamma) * d + gamma * (c + alpha * diff)
-        d = c + beta * diff
-        c_prev = c
-
-
-def raar(spec, target, pair, n, snap, beta=0.9, steps=3):
-    """RAAR (Luke 2005) with P_M and P_C: x+ = b/2 (R_C R_M + I) x + (1-b) P_M x;
-    the estimate P_M x (Peer, Weiss & Lukin, arXiv 2205.05496)."""
-    x = pair.stft(pair.istft(spec))
-    for k in range(1, n + 1):
-        p = pair.own_frames(pm(x, target, steps))
-        snap(k, p)
-        rc = 2 * pair.stft(pair.istft(2 * p - x)) - (2 * p - x)
-        x = beta / 2 * (rc + x) + (1 - beta) * p
-
-
-def hybrid(spec, target, pair, n, snap, first=0.5, beta=0.9, momentum=0.99, steps=3):
-    """RAAR for the first part of the run, then the default iteration from its estimate."""
-    k0 = int(first * n)
-    state = {}
-
-    def snap1(k, p):
-        state["p"] = p
-        snap(k, p)
-    raar(spec, target, pair, k0, snap1, beta, steps)
-    base(state["p"], target, pair, n - k0, lambda k, p: snap(k + k0, p), momentum, steps)
-
-
-VARIANTS = {
-    "base": lambda: dict(fn=base),
-    "steps1": lambda: dict(fn=base, steps=1),
-    "steps2": lambda: dict(fn=base, steps=2),
-    "coarse": lambda: dict(fn=base, schedule=lambda k: 1 if k <= 100 else 3),
-    "m995": lambda: dict(fn=base, momentum=0.995),
-    "m98": lambda: dict(fn=base, momentum=0.98),
-    "restart": lambda: dict(fn=restart),
-    "agla": lambda: dict(fn=agla),
-    "agla-g02": lambda: dict(fn=agla, gamma=0.2),
-    "agla-b05": lambda: dict(fn=agla, beta=0.5),
-    "raar09": lambda: dict(fn=raar, beta=0.9),
-    "raar07": lambda: dict(fn=raar, beta=0.7),
-    "hybrid": lambda: dict(fn=hybrid),
-}
+VARIANTS = {"base": lambda: dict(fn=base)}
 
 
 def run(data, cfg, variant, checkpoints, batch_frames=256):

@@ -6,10 +6,9 @@ fine (harmonic) structure is free, and STFT consistency is what can fill it in. 
 algorithms, both batched like FGLA (one STFT + one ISTFT per iteration, the rest two small
 matmuls per frame):
 
-- :func:`mel_fgla`: FGLA whose amplitude projection is replaced by a projection onto the
-  magnitudes whose mel equals the given mel (``affine``: the Euclidean projection
-  ``P + A^+ (m - A P)`` then ``>= 0``; ``multiplicative``: each bin scaled by its bands'
-  ratio ``P * A^T(m / A P) / A^T 1``). ``P = |X|^power``.
+- :func:`mel_iterate`: FGLA whose amplitude projection is replaced by a projection onto the
+  magnitudes whose mel equals the given mel (multiplicative: each bin scaled by its bands'
+  ratio ``P * A^T(m / A P) / A^T 1``, three times). ``P = |X|^power``.
 - :func:`admm`: the alternating direction method of multipliers for
   ``min ½|| |X| - Y ||² + λ/2 ||A W - m||²`` s.t. ``X`` consistent (``Z = X``), ``Y >= 0``,
   ``W = Y`` (Masuyama, Ueno & Ono, "Mel-spectrogram inversion via ADMM", 2025,
@@ -36,7 +35,6 @@ from pipeline.dsp.mel import _filterbank_np, decompress
 from pipeline.dsp.stft import FramePair
 from pipeline.parallel.batching import tick
 
-PROJECTIONS = ("affine", "multiplicative")
 CHECK_EVERY = 100     # iterations between two convergence checks of --tol (BENCHMARKS.md)
 
 
@@ -179,29 +177,18 @@ def _blocked(x: torch.Tensor, dense: torch.Tensor, blocks: tuple[Block, ...]) ->
             torch.mm(flat[:, i0:i1], w, out=out[:, o0:o1])
     return out.view(*x.shape[:-1], out.shape[-1])
 
-def project_mel(mag: torch.Tensor, target: MelTarget, kind: str = "multiplicative",
-                pinv: torch.Tensor | None = None, steps: int = 3) -> torch.Tensor:
-    """Magnitudes ``[B, T, F]`` moved onto (or towards) the set whose mel is ``target``.
-
-    ``affine``: one Euclidean projection ``P + A^+ (m - A P)``, then clipped at 0 (``pinv``:
-    ``A^+`` ``[F, M]``). ``multiplicative``: ``steps`` rescalings of each bin by its bands'
-    ratio (bins no band sees keep ``target.start``); one step leaves the mel off target where
-    bands overlap, and the steps converge towards it (3 is the default: the curve flattens
-    there)."""
+def project_mel(mag: torch.Tensor, target: MelTarget, steps: int = 3) -> torch.Tensor:
+    """Magnitudes ``[B, T, F]`` moved towards the set whose mel is ``target``: ``steps``
+    rescalings of each bin by its bands' ratio (bins no band sees keep ``target.start``); one
+    step leaves the mel off target where bands overlap, and the steps converge towards it
+    (3 is the default: fewer lose per iteration and per second, BENCHMARKS.md). The Euclidean
+    (affine) projection lost at every iteration count and was removed (decisions log)."""
     P = mag if target.power == 1 else mag * mag
-    if kind == "affine":
-        AP = torch.matmul(P, target.A.T)                     # [B, T, M]
-        if pinv is None:
-            pinv = torch.linalg.pinv(target.A)
-        P = torch.matmul(target.goal(AP).sub_(AP), pinv.T).add_(P).clamp_min_(0)
-    elif kind == "multiplicative":
-        products = target.terms()
-        for _ in range(steps):
-            AP = products.mel(P)
-            ratio = target.goal(AP).div_(AP.clamp_min_(EPS))
-            P = products.spread(ratio).mul_(P)
-    else:
-        raise ValueError(f"unknown mel projection {kind!r}: use {' or '.join(PROJECTIONS)}")
+    products = target.terms()
+    for _ in range(steps):
+        AP = products.mel(P)
+        ratio = target.goal(AP).div_(AP.clamp_min_(EPS))
+        P = products.spread(ratio).mul_(P)
     out = P if target.power == 1 else P.sqrt()
     unseen = target.unseen()
     if unseen is not None:
@@ -234,8 +221,8 @@ def mel_error(spec: torch.Tensor, target: MelTarget, pair: FramePair) -> torch.T
 
 
 def mel_iterate(spec: torch.Tensor, target: MelTarget, pair: FramePair, n_iter: int,
-                momentum: float = 0.99, kind: str = "multiplicative", steps: int = 3,
-                tol: float = 0.0, window: int = CHECK_EVERY
+                momentum: float = 0.99, steps: int = 3, tol: float = 0.0,
+                window: int = CHECK_EVERY
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """FGLA with the mel projection in place of the amplitude projection; returns the last
     projected estimate ``[B, T, F]`` and the iterations each item ran ``[B]``.
@@ -245,8 +232,6 @@ def mel_iterate(spec: torch.Tensor, target: MelTarget, pair: FramePair, n_iter: 
     than ``tol`` (relative) since the previous check stops there: it leaves the batch with
     its estimate, and the rest go on with a smaller batch. ``n_iter`` is then a maximum."""
     alpha = momentum / (1.0 + momentum)
-    pinv = (torch.from_numpy(_ridge_np(pair.cfg, 0.0)).to(spec.device, target.A.dtype)
-            if kind == "affine" else None)
     used = torch.full((spec.shape[0],), n_iter, dtype=torch.long)
     rows = torch.arange(spec.shape[0], device=spec.device)   # each live item's row in the batch
     done: torch.Tensor | None = None      # the estimates of items that stopped early
@@ -275,7 +260,7 @@ def mel_iterate(spec: torch.Tensor, target: MelTarget, pair: FramePair, n_iter: 
         ang = torch.sub(rebuilt, prev, alpha=alpha) if prev is not None and alpha else rebuilt
         prev = rebuilt
         mag, inv = _unit(ang)
-        scale = inv.mul_(project_mel(mag, target, kind, pinv, steps)).mul_(pair.frame_mask)
+        scale = inv.mul_(project_mel(mag, target, steps)).mul_(pair.frame_mask)
         spec = ang * scale if ang is rebuilt else ang.mul_(scale)   # padding frames silent
     if done is None:
         return spec, used
@@ -325,14 +310,14 @@ def admm_iterate(spec: torch.Tensor, target: MelTarget, pair: FramePair, n_iter:
 
 @torch.inference_mode()
 def joint(mag: torch.Tensor, mel: torch.Tensor, lengths: torch.Tensor, cfg: AudioConfig,
-          n_iter: int = 100, method: str = "multiplicative", momentum: float = 0.99,
+          n_iter: int = 100, method: str = "project", momentum: float = 0.99,
           init: str | torch.Tensor = "zeros", generator: torch.Generator | None = None,
           steps: int = 3, rho: float = 0.03, lam: float = 1e6, tol: float = 0.0,
           pair: FramePair | None = None) -> tuple[torch.Tensor, FramePair, torch.Tensor]:
     """Joint magnitude and phase from the initial magnitude ``mag`` ``[B, T, F]`` (from
-    ``invert``) and the compressed mel ``[B, T, M]`` it came from. ``method``: ``affine`` or
-    ``multiplicative`` (mel-projected FGLA, ``steps`` rescalings per iteration; ``tol``: stop
-    each item when it has converged, :func:`mel_iterate`) or ``admm`` (``rho``, ``lam``:
+    ``invert``) and the compressed mel ``[B, T, M]`` it came from. ``method``: ``project``
+    (mel-projected FGLA, ``steps`` rescalings per iteration; ``tol``: stop each item when it
+    has converged, :func:`mel_iterate`) or ``admm`` (``rho``, ``lam``:
     chosen on the tuning set, BENCHMARKS.md; always ``n_iter``). Returns padded waveforms
     ``[B, L]``, the :class:`FramePair` (``pair.crop`` cuts them) and the iterations each
     item ran ``[B]``."""
@@ -348,9 +333,11 @@ def joint(mag: torch.Tensor, mel: torch.Tensor, lengths: torch.Tensor, cfg: Audi
     target.start = mag
     angles = initial_phase(mag, init, generator, cfg) if isinstance(init, str) else init
     spec = pair.own_frames(mag * angles)
+    if method not in ("project", "admm"):
+        raise ValueError(f"unknown joint method {method!r}: project or admm")
     if method == "admm":
         spec = admm_iterate(spec, target, pair, n_iter, rho=rho, lam=lam)
         used = torch.full((B,), n_iter, dtype=torch.long)
     else:
-        spec, used = mel_iterate(spec, target, pair, n_iter, momentum, method, steps, tol)
+        spec, used = mel_iterate(spec, target, pair, n_iter, momentum, steps, tol)
     return pair.istft(pair.own_frames(spec)), pair, used

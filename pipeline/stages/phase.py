@@ -326,7 +326,7 @@ def phase(store_path: str | Path, out_dir: str | Path, algo: str = "fgla", *,
     (default): ``mel`` unless the config's frames overlap by less than 75 %, or ``source`` is
     ``true`` (phase-only evaluation) or the algorithm is ``degli``.
     ``n_iter``: default by route (:data:`pipeline.synthesis.DEFAULT_ITERS`); with ``tol`` > 0
-    (joint mel inversion by FGLA/GLA; default :data:`pipeline.synthesis.DEFAULT_TOL` there,
+    (joint mel inversion by FGLA/GLA; default: the preset's :data:`pipeline.synthesis.DEFAULT_TOL`,
     0 elsewhere) a maximum: each utterance stops when its log-mel error improved by less than
     ``tol`` (relative) over the last check (:func:`pipeline.algorithms.joint.mel_iterate`);
     the report lists the iterations each output took. ``momentum``:

@@ -47,7 +47,7 @@ def reconstruct(mags: list[np.ndarray], n_samples: list[int], cfg: AudioConfig, 
         if mels is None:
             raise UsageError("joint mel inversion (--project mel, --algo admm) needs the mels")
         fill = mel_floor(cfg)
-        method = "admm" if algo == "admm" else options.projection
+        method = "admm" if algo == "admm" else "project"
         kw = {"momentum": 0.0 if algo == "gla" else options.momentum, "steps": options.steps,
               "rho": options.rho, "lam": options.lam, "tol": options.tol}
     fn = ALGOS[algo]
