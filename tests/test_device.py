@@ -64,6 +64,32 @@ def test_inverter_on_device(speech, device):
         torch.testing.assert_close(got, ref, atol=1e-3, rtol=1e-3)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_joint_stopping_on_device(speech, device):
+    """The default route's iteration with its stopping rule (``--tol 0.03``, up to 800) on the
+    device, items of one batch leaving it at their own checks: every item stops before 800
+    (at 500-600 on CPU) and scores PESQ-WB > 3.4; on CUDA, within one check of the CPU's
+    iterations and the CPU's PESQ within 0.05."""
+    from pipeline.synthesis import AlgoOptions
+
+    cfg, ys, _, mels = speech
+    n = [len(y) for y in ys]
+    start = invert_frames(mels, cfg, "pinv")
+
+    def run(dev):
+        ran: list[int] = []
+        outs = reconstruct(start, n, cfg, "fgla", n_iter=800, project="mel", mels=mels,
+                           options=AlgoOptions(tol=0.03), iterations=ran, device=dev,
+                           batch_frames=10 ** 6)
+        return ran, [pesq(16000, y, o, "wb") for y, o in zip(ys, outs)]
+    ran, scores = run(device)
+    assert all(k < 800 for k in ran) and min(scores) > 3.4, (ran, scores)
+    if device != "cpu":
+        cpu_ran, cpu_scores = run("cpu")
+        assert all(abs(a - b) <= 100 for a, b in zip(ran, cpu_ran)), (ran, cpu_ran)
+        assert all(abs(a - b) < 0.05 for a, b in zip(scores, cpu_scores))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("device", DEVICES)
 def test_default_route_on_device(tmp_path, store80, corpus, device):

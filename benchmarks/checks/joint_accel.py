@@ -95,9 +95,10 @@ def base(spec, target, pair, n, snap, momentum=0.99, steps=3):
 VARIANTS = {"base": lambda: dict(fn=base)}
 
 
-def run(data, cfg, variant, checkpoints, batch_frames=256):
+def run(data, cfg, variant, checkpoints, batch_frames=256, steps=3):
     kw = VARIANTS[variant]()
     fn = kw.pop("fn")
+    kw["steps"] = steps
     n = max(checkpoints)
     mags, mels, ys = data["mags"], data["mels"], data["ys"]
     outs = {k: [None] * len(mags) for k in checkpoints}
@@ -189,6 +190,7 @@ def main():
     ap.add_argument("--init", default="pinv")
     ap.add_argument("--config", default="mel80-16k")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=3, help="rescalings per iteration")
     ap.add_argument("--cache", default="/tmp/joint-accel-cache")
     ap.add_argument("--out", default="")
     ap.add_argument("--per-item", action="store_true",
@@ -207,13 +209,13 @@ def main():
         data = corpus(name, cfg, Path(a.cache), a.init)
         dur = sum(len(y) for y in data["ys"]) / cfg.sample_rate
         for v in a.variant:
-            outs, secs, errs = run(data, cfg, v, a.iters)
+            outs, secs, errs = run(data, cfg, v, a.iters, steps=a.steps)
             with Pool(a.threads) as pool:
                 for k in a.iters:
                     sc = pool.map(_score, [(r, h, cfg.sample_rate)
                                            for r, h in zip(data["ys"], outs[k])])
                     p, s = np.array(sc).T
-                    row = dict(set=name, variant=v, init=a.init, iters=k,
+                    row = dict(set=name, variant=v, steps=a.steps, init=a.init, iters=k,
                                pesq=round(float(p.mean()), 3), stoi=round(float(s.mean()), 4),
                                seconds=round(secs[k], 2), rtf=round(secs[k] / dur, 4))
                     print(json.dumps(row), flush=True)
