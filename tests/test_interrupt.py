@@ -26,7 +26,7 @@ def test_ctrl_c_stops_between_iterations(tmp_path, wav_corpus):
     assert extract(corpus, store, load_config("mel80-16k"), progress=False).ok
     out = tmp_path / "w"
     p = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "phase", str(store), "--out",
-                          str(out), "--iters", "20000", "-q"], stdout=subprocess.PIPE,
+                          str(out), "--iters", "20000", "--tol", "0", "-q"], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     deadline = time.time() + 60
     while time.time() < deadline and not (out / ".pipeline-run.json").exists():

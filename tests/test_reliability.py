@@ -345,7 +345,7 @@ def test_ctrl_c_with_workers_ends_in_one_line_and_resumes(tmp_path, small_store,
     # flaky under the full suite since FGLA got faster: twice the run ignored the SIGINT and
     # exited 0 (once after all 12000 iterations), while the test passes alone; see issue 19
     cmd = [sys.executable, "-m", "pipeline.cli", "phase", str(small_store), "--out", str(out),
-           "--workers", "2", "--iters", "12000"]
+           "--workers", "2", "--tol", "0", "--iters", "12000"]   # every iteration
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          preexec_fn=default_sigint,
                          start_new_session=True)
