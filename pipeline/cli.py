@@ -330,7 +330,8 @@ def phase(
                              "on CPU, no better than fgla per second: BENCHMARKS.md)."),
     iters: Optional[int] = typer.Option(None, "--iters", "-n", min=0, help="Iterations (degli: "
                                         "blocks). Default: 800 on the joint route (--project "
-                                        "mel), 100 with the magnitude fixed (BENCHMARKS.md)."),
+                                        "mel; a maximum with --tol), 100 with the magnitude "
+                                        "fixed (BENCHMARKS.md)."),
     project: Project = typer.Option(Project.auto, "--project", help="What each iteration projects onto: "
                                 "mel (joint mel inversion: the magnitude from invert is only the "
                                 "start, refined within the store's mel; +0.2-0.6 PESQ on 80 mels) "
@@ -398,7 +399,8 @@ def run(
     algo: Algo = typer.Option(Algo.fgla, "--algo", "-a", help="Phase algorithm: gla, fgla, admm "
                               "(degli holds the magnitude fixed: use `pipeline phase`)."),
     iters: Optional[int] = typer.Option(None, "--iters", "-n", min=0, help="Phase iterations "
-                                        "(default: 800 joint, 100 with the magnitude fixed)."),
+                                        "(default: 800 joint, a maximum with --tol; 100 with the "
+                                        "magnitude fixed)."),
     project: Project = typer.Option(Project.auto, "--project", help="auto, mel (joint mel inversion) "
                                 "or mag (magnitude fixed): as `pipeline phase`."),
     keep_mag: bool = typer.Option(False, "--keep-mag", help="Also write the inverted "
@@ -529,7 +531,7 @@ def vocode(
     weights: Optional[str] = typer.Option(None, help="Inversion weights (default: shipped for the preset)."),
     algo: Algo = typer.Option(Algo.fgla, help="Phase algorithm: gla, fgla, admm or degli."),
     iters: Optional[int] = typer.Option(None, min=0, help="Phase iterations (default: 800 joint, "
-                                        "100 with the magnitude fixed)."),
+                                        "a maximum with --tol; 100 with the magnitude fixed)."),
     project: Project = typer.Option(Project.auto, "--project", help="mel: refine the magnitude within the "
                                 "input mel while iterating (joint mel inversion); mag: hold it "
                                 "fixed; auto: mel where frames overlap by >= 75 %."),
@@ -597,7 +599,7 @@ def predict(
     weights: Optional[str] = typer.Option(None, help="Inversion weights."),
     algo: Algo = typer.Option(Algo.fgla, help="Phase algorithm."),
     iters: Optional[int] = typer.Option(None, min=0, help="Phase iterations (default: 800 joint, "
-                                        "100 with the magnitude fixed)."),
+                                        "a maximum with --tol; 100 with the magnitude fixed)."),
     project: Project = typer.Option(Project.auto, "--project", help="mel (joint mel inversion), mag or auto."),
     device: DeviceOpt = Device.auto,
     peak: Peak = None,

@@ -2,8 +2,8 @@
 
 The default route: extract (80 mels) -> phase (the mel inverted in memory by the
 pseudo-inverse, then joint mel inversion: FGLA whose iterations refine the magnitude within
-the mel, 800 iterations; no magnitude is written, so the store stays smaller than the
-audio) -> score against the original audio.
+the mel, up to 800 iterations, each utterance stopping when converged; no magnitude is
+written, so the store stays smaller than the audio) -> score against the original audio.
 """
 from __future__ import annotations
 
