@@ -28,9 +28,8 @@ INITS = ("zeros", "random", "pghi")
 DEFAULT_ITERS = {"mag": 100, "mel": 800}
 # The joint route's --tol when none is given, by preset: on the held-out sets (BENCHMARKS.md,
 # per-utterance stopping) the largest tolerance whose PESQ-WB on each set stays within 0.005
-# of running all 800 iterations (mel80-16k: 15-22 % fewer iterations; hifigan-22k and
-# espnet-22k: none did). librosa-22k was not measured; it, the others and configs from
-# files run every iteration.
+# of running all 800 iterations (mel80-16k: 15-22 % fewer iterations; hifigan-22k,
+# espnet-22k and librosa-22k: none did). Those and configs from files run every iteration.
 DEFAULT_TOL = {"mel80-16k": 0.03, "mel250-16k": 0.01}
 
 
