@@ -215,7 +215,7 @@ def test_phase_report_lists_the_iterations_each_utterance_took(tmp_path, store80
 @pytest.mark.unit
 def test_tol_is_refused_where_it_does_not_apply():
     from pipeline.errors import UsageError
-    from pipeline.synthesis import DEFAULT_TOL, check_tol, resolve_tol
+    from pipeline.synthesis import DEFAULT_TOL, resolve_tol
 
     cfg = load_config("mel80-16k")
     assert resolve_tol(None, "fgla", "auto", cfg) == DEFAULT_TOL["mel80-16k"] == 0.03
@@ -223,13 +223,13 @@ def test_tol_is_refused_where_it_does_not_apply():
     assert resolve_tol(None, "fgla", "auto", cfg, source="true") == 0.0  # phase-only
     assert resolve_tol(None, "admm", "auto", cfg) == 0.0
     assert resolve_tol(0.0, "fgla", "auto", cfg) == 0.0
-    check_tol(0.01, "fgla", "auto", cfg)
-    check_tol(0.0, "admm", "auto", cfg)
+    resolve_tol(0.01, "fgla", "auto", cfg)
+    resolve_tol(0.0, "admm", "auto", cfg)
     for algo, project in (("fgla", "mag"), ("admm", "auto"), ("degli", "mag")):
         with pytest.raises(UsageError, match="--tol stops joint mel inversion"):
-            check_tol(0.01, algo, project, cfg)
+            resolve_tol(0.01, algo, project, cfg)
     with pytest.raises(UsageError, match="--tol stops"):
-        check_tol(0.01, "fgla", "auto", load_config("torchaudio-16k"))   # 50 % overlap: mag
+        resolve_tol(0.01, "fgla", "auto", load_config("torchaudio-16k"))   # 50 % overlap: mag
 
 
 @pytest.mark.slow

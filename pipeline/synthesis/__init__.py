@@ -17,7 +17,6 @@ from pipeline.synthesis.route import (
     AlgoOptions,
     Inverter,
     check_route,
-    check_tol,
     default_iters,
     resolve_inverter,
     resolve_project,
@@ -25,5 +24,5 @@ from pipeline.synthesis.route import (
 )
 
 __all__ = ["ALGOS", "DEFAULT_ITERS", "DEFAULT_TOL", "INITS", "METHODS", "PROJECTS", "AlgoOptions", "Inverter",
-           "check_route", "check_tol", "default_iters", "invert_frames", "mel_floor", "reconstruct",
+           "check_route", "default_iters", "invert_frames", "mel_floor", "reconstruct",
            "resolve_inverter", "resolve_project", "resolve_tol"]

@@ -56,24 +56,18 @@ def resolve_tol(tol: float | None, algo: str, project: str, cfg: AudioConfig,
                 source: str = "mag") -> float:
     """``--tol``, checked; when none is given: the preset's :data:`DEFAULT_TOL` on joint mel
     inversion by FGLA or GLA (the route ``algo``, ``project`` and ``source`` resolve to), else
-    0. A tolerance given for a route that cannot stop early (ADMM, a fixed magnitude) is
-    refused."""
-    joint = algo in ("fgla", "gla") and resolve_project(project, cfg, algo, source) == "mel"
+    0. ``--tol`` stops converged items of that route only: any other (ADMM, a fixed
+    magnitude) runs its ``--iters`` and refuses a tolerance."""
+    route = resolve_project(project, cfg, algo, source)
+    joint = algo in ("fgla", "gla") and route == "mel"
     if tol is None:
         return DEFAULT_TOL.get(cfg.name, 0.0) if joint else 0.0
-    check_tol(tol, algo, resolve_project(project, cfg, algo, source), cfg)
-    return tol
-
-
-def check_tol(tol: float, algo: str, project: str, cfg: AudioConfig) -> None:
-    """``--tol`` stops converged items of joint mel inversion by FGLA or GLA (the route that
-    ``algo`` and ``project`` resolve to); any other route runs its ``--iters`` and refuses it."""
     if tol < 0:
         raise UsageError(f"--tol {tol}: a relative improvement, >= 0 (0: run every iteration)")
-    if tol and (algo not in ("fgla", "gla") or resolve_project(project, cfg, algo) != "mel"):
+    if tol and not joint:
         raise UsageError(f"--tol stops joint mel inversion (--algo fgla/gla --project mel), "
-                         f"not --algo {algo} --project {resolve_project(project, cfg, algo)}: "
-                         "leave --tol out, or set --iters")
+                         f"not --algo {algo} --project {route}: leave --tol out, or set --iters")
+    return tol
 
 
 def check_route(algo: str, project: str, cfg: AudioConfig | None, init: str = "zeros") -> None:
