@@ -7,9 +7,9 @@ projected estimate at k, as the stage writes it. Features (mels and the pinv mag
 cached per set in --cache.
 
     PYTHONPATH=benchmarks .venv/bin/python benchmarks/checks/joint_accel.py --set ru \
-        --variant base --iters 25 50 100 200 400 800
+        --iters 25 50 100 200 400 800
     PYTHONPATH=benchmarks .venv/bin/python benchmarks/checks/joint_accel.py --set ru \
-        --variant base --per-item --iters $(seq -s' ' 25 25 800) --out F.json
+        --per-item --iters $(seq -s' ' 25 25 800) --out F.json
     PYTHONPATH=benchmarks .venv/bin/python benchmarks/checks/joint_accel.py --analyse F.json
 """
 from __future__ import annotations
@@ -92,13 +92,7 @@ def base(spec, target, pair, n, snap, momentum=0.99, steps=3):
         snap(k, spec)
 
 
-VARIANTS = {"base": lambda: dict(fn=base)}
-
-
-def run(data, cfg, variant, checkpoints, batch_frames=256, steps=3):
-    kw = VARIANTS[variant]()
-    fn = kw.pop("fn")
-    kw["steps"] = steps
+def run(data, cfg, checkpoints, batch_frames=256, steps=3):
     n = max(checkpoints)
     mags, mels, ys = data["mags"], data["mels"], data["ys"]
     outs = {k: [None] * len(mags) for k in checkpoints}
@@ -129,7 +123,7 @@ def run(data, cfg, variant, checkpoints, batch_frames=256, steps=3):
                 errs[k][i] = e[j]
             clock["t"] = time.perf_counter()
         with torch.inference_mode():
-            fn(spec, target, pair, n, snap, **kw)
+            base(spec, target, pair, n, snap, steps=steps)
     return outs, secs, errs
 
 
@@ -185,7 +179,6 @@ def stop_rules(path: str, windows=(25, 50, 100, 200), tols=(0.01, 0.03, 0.1)) ->
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--set", action="append", default=[], choices=list(SETS))
-    ap.add_argument("--variant", action="append", default=[], choices=list(VARIANTS))
     ap.add_argument("--iters", nargs="+", type=int, default=[25, 50, 100, 200, 400, 800])
     ap.add_argument("--init", default="pinv")
     ap.add_argument("--config", default="mel80-16k")
@@ -208,21 +201,20 @@ def main():
     for name in a.set:
         data = corpus(name, cfg, Path(a.cache), a.init)
         dur = sum(len(y) for y in data["ys"]) / cfg.sample_rate
-        for v in a.variant:
-            outs, secs, errs = run(data, cfg, v, a.iters, steps=a.steps)
-            with Pool(a.threads) as pool:
-                for k in a.iters:
-                    sc = pool.map(_score, [(r, h, cfg.sample_rate)
-                                           for r, h in zip(data["ys"], outs[k])])
-                    p, s = np.array(sc).T
-                    row = dict(set=name, variant=v, steps=a.steps, init=a.init, iters=k,
-                               pesq=round(float(p.mean()), 3), stoi=round(float(s.mean()), 4),
-                               seconds=round(secs[k], 2), rtf=round(secs[k] / dur, 4))
-                    print(json.dumps(row), flush=True)
-                    if a.per_item:
-                        row.update(item_pesq=[round(float(x), 4) for x in p],
-                                   item_err=errs[k], frames=[m.shape[0] for m in data["mels"]])
-                    rows.append(row)
+        outs, secs, errs = run(data, cfg, a.iters, steps=a.steps)
+        with Pool(a.threads) as pool:
+            for k in a.iters:
+                sc = pool.map(_score, [(r, h, cfg.sample_rate)
+                                       for r, h in zip(data["ys"], outs[k])])
+                p, s = np.array(sc).T
+                row = dict(set=name, steps=a.steps, init=a.init, iters=k,
+                           pesq=round(float(p.mean()), 3), stoi=round(float(s.mean()), 4),
+                           seconds=round(secs[k], 2), rtf=round(secs[k] / dur, 4))
+                print(json.dumps(row), flush=True)
+                if a.per_item:
+                    row.update(item_pesq=[round(float(x), 4) for x in p],
+                               item_err=errs[k], frames=[m.shape[0] for m in data["mels"]])
+                rows.append(row)
     if a.out:
         Path(a.out).write_text(json.dumps(rows, indent=1))
 
