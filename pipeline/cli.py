@@ -254,6 +254,8 @@ Profile = Annotated[Optional[str], typer.Option(help="Cluster profile (configs/c
                                                 "or a TOML file).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 DeviceOpt = Annotated[Device, typer.Option(help="auto picks CUDA when available.")]
+
+
 class Format(str, Enum):
     wav = "wav"
     flac = "flac"
